@@ -1,0 +1,1 @@
+"""Retrieval (installed as ``tts.retrieval``): embedders, indexes, BM25, fusion, rerank, ordering."""

@@ -1,0 +1,1 @@
+"""Strategies (installed as ``tts.strategies``): one strategy per module."""

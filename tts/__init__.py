@@ -1,0 +1,96 @@
+"""tts-scale: test-time scaling and reasoning orchestration for large language models.
+
+The public API for recipes::
+
+    import tts
+    backend = tts.make_backend("hf")                       # or FakeBackend(...), "vllm", "openai"
+    data = tts.load_dataset("larger:100")
+    report = tts.run(tts.SelfConsistency(n=8), data.problems, backend, task=data.task)
+    print(report.summary().accuracy)
+
+``await tts.arun(...)`` is the async form; ``tts.run`` also works inside a running event loop.
+Importing ``tts`` imports no torch, transformers or vllm.
+"""
+
+from __future__ import annotations
+
+from tts.backends import Backend, Capabilities, Handle, make_backend
+from tts.backends.fake import CostModel, FakeBackend, OracleModel, OracleSpec, Scripted
+from tts.context import Context
+from tts.datasets import Dataset, load_dataset
+from tts.errors import (
+    BackendError,
+    BudgetExceeded,
+    Cancelled,
+    ConfigError,
+    DatasetError,
+    ModelNotFound,
+    RequestTimeout,
+    TTSError,
+    UnsupportedControl,
+)
+from tts.registry import REGISTRY, build_strategy
+from tts.runner import Comparison, Report, Summary, arun, compare, run, solve
+from tts.sampling import Constraint, SamplingParams
+from tts.scheduler import Scheduler
+from tts.strategies.cot import CoT
+from tts.strategies.greedy import Greedy
+from tts.strategies.self_consistency import SelfConsistency
+from tts.strategy import Proposer, Strategy
+from tts.task import Task
+from tts.types import Candidate, Completion, Message, Problem, Request, Result, Score, Trace, TraceEvent, Usage
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "BackendError",
+    "BudgetExceeded",
+    "Cancelled",
+    "Candidate",
+    "Capabilities",
+    "CoT",
+    "Comparison",
+    "Completion",
+    "ConfigError",
+    "Constraint",
+    "Context",
+    "CostModel",
+    "Dataset",
+    "DatasetError",
+    "FakeBackend",
+    "Greedy",
+    "Handle",
+    "Message",
+    "ModelNotFound",
+    "OracleModel",
+    "OracleSpec",
+    "Problem",
+    "Proposer",
+    "Report",
+    "Request",
+    "RequestTimeout",
+    "Result",
+    "SamplingParams",
+    "Scheduler",
+    "Score",
+    "Scripted",
+    "SelfConsistency",
+    "Strategy",
+    "Summary",
+    "TTSError",
+    "Task",
+    "Trace",
+    "TraceEvent",
+    "UnsupportedControl",
+    "Usage",
+    "__version__",
+    "arun",
+    "build_strategy",
+    "compare",
+    "load_dataset",
+    "make_backend",
+    "run",
+    "solve",
+]

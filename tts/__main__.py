@@ -1,0 +1,3 @@
+from tts.cli import main
+
+main()

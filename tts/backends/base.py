@@ -1,0 +1,225 @@
+"""The backend protocol: ``submit(request) -> Handle``.
+
+A backend takes one :class:`~tts.types.Request` at a time and returns a :class:`Handle` at once;
+awaiting the handle gives the request's completions, ``handle.cancel()`` withdraws it. Batching
+happens behind the handles (see :class:`Batcher`), so priorities, streaming and aborts can change
+inside a backend without changing any caller.
+
+A backend declares :class:`Capabilities`; :meth:`Capabilities.check` refuses a request that asks
+for a control the backend lacks, naming the control and the backends that have it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from tts.errors import Cancelled, UnsupportedControl
+from tts.types import Completion, Request
+
+__all__ = ["Backend", "Batcher", "Capabilities", "Handle"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Requests asking for anything else are refused, never ignored."""
+
+    n_sampling: bool = True
+    """n samples of one prompt share one prefill."""
+    prefix_reuse: bool = False
+    """Prompts sharing a prefix reuse its KV cache across requests (prefix caching)."""
+    logprobs: bool = False
+    constraints: frozenset[str] = frozenset()
+    """Supported constraint kinds among regex, choice, json, grammar."""
+    beam_search: bool = False
+    """Token-level beam search (``SamplingParams.beam_width``)."""
+    priorities: bool = False
+    """Lower ``Request.priority`` values are served first."""
+    streaming: bool = False
+    aborts: bool = False
+    """Cancelling an in-flight request stops its generation in the engine."""
+    penalties: bool = False
+    """repetition / presence / frequency penalties."""
+    banned_words: bool = False
+    min_p: bool = False
+    seeds: bool = True
+    """Per-request seeds give reproducible samples."""
+    scoring: bool = False
+    """Can score given texts (reward / pooling models)."""
+
+    def missing(self, request: Request) -> list[str]:
+        """The controls ``request`` asks for that this backend lacks."""
+        p = request.params
+        out = []
+        if p.logprobs is not None and not self.logprobs:
+            out.append("logprobs")
+        if p.constraint is not None and p.constraint.kind not in self.constraints:
+            out.append(f"constraint:{p.constraint.kind}")
+        if p.beam_width is not None and not self.beam_search:
+            out.append("beam_search")
+        if (p.repetition_penalty != 1.0 or p.presence_penalty or p.frequency_penalty) and not self.penalties:
+            out.append("penalties")
+        if p.banned_words and not self.banned_words:
+            out.append("banned_words")
+        if p.min_p and not self.min_p:
+            out.append("min_p")
+        return out
+
+    def check(self, request: Request, backend: str) -> None:
+        missing = self.missing(request)
+        if missing:
+            control = missing[0]
+            others = [name for name, caps in _known_capabilities().items()
+                      if name != backend and not caps.missing_control(control)]
+            where = f"; backends that have it: {', '.join(others)}" if others else ""
+            raise UnsupportedControl(
+                f"backend {backend!r} does not support {control.replace(':', ' ')}{where}. "
+                f"Switch backend or drop the control from the sampling parameters."
+            )
+
+    def missing_control(self, control: str) -> bool:
+        if control.startswith("constraint:"):
+            return control.split(":", 1)[1] not in self.constraints
+        attr = {"beam_search": "beam_search", "logprobs": "logprobs", "penalties": "penalties",
+                "banned_words": "banned_words", "min_p": "min_p"}[control]
+        return not getattr(self, attr)
+
+    def describe(self) -> dict[str, Any]:
+        return {f.name: (sorted(v) if isinstance(v := getattr(self, f.name), frozenset) else v)
+                for f in fields(self)}
+
+
+def _known_capabilities() -> dict[str, Capabilities]:
+    from tts.backends import BACKEND_CAPABILITIES
+
+    return BACKEND_CAPABILITIES
+
+
+class Handle:
+    """The awaitable outcome of one submitted request.
+
+    ``await handle`` gives the list of completions; ``handle.cancel()`` withdraws queued work (and
+    aborts in-flight work where the backend can); awaiting a cancelled handle raises
+    :class:`tts.errors.Cancelled`.
+    """
+
+    __slots__ = ("_cancel_hook", "future", "request")
+
+    def __init__(self, request: Request, future: asyncio.Future[list[Completion]],
+                 cancel_hook: Callable[[Handle], None] | None = None) -> None:
+        self.request = request
+        self.future = future
+        self._cancel_hook = cancel_hook
+
+    def __await__(self) -> Generator[Any, None, list[Completion]]:
+        return self.future.__await__()
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def cancelled(self) -> bool:
+        return self.future.done() and isinstance(self.future.exception(), Cancelled)
+
+    def cancel(self) -> bool:
+        """Withdraw the request. Returns False when it had already finished."""
+        if self.future.done():
+            return False
+        if self._cancel_hook is not None:
+            self._cancel_hook(self)
+        if not self.future.done():
+            self.future.set_exception(Cancelled("request cancelled"))
+            self.future.exception()  # mark retrieved: nobody has to await a cancelled handle
+        return True
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One required method: ``submit``. ``name`` and ``capabilities`` describe the backend."""
+
+    name: ClassVar[str]
+    capabilities: Capabilities
+
+    def submit(self, request: Request) -> Handle:
+        """Queue ``request``; return at once a handle to await or cancel."""
+        ...
+
+
+class _Entry:
+    __slots__ = ("handle", "seq")
+
+    def __init__(self, handle: Handle, seq: int) -> None:
+        self.handle = handle
+        self.seq = seq
+
+    def __lt__(self, other: _Entry) -> bool:
+        a, b = self.handle.request.priority, other.handle.request.priority
+        return (a, self.seq) < (b, other.seq)
+
+
+RunBatch = Callable[[list[Request]], Awaitable[list[list[Completion]]]]
+
+
+class Batcher:
+    """Coalesces the requests submitted in one event-loop turn into one engine batch.
+
+    ``run_batch(requests)`` runs one batch and returns each request's completions (or raises).
+    Batches run one at a time; requests submitted while a batch runs form the next batch, in
+    priority order (lower first), at most ``max_batch`` requests each. Queued requests can be
+    cancelled; a running batch is not interrupted (its results are dropped for cancelled handles).
+    """
+
+    def __init__(self, run_batch: RunBatch, *, max_batch: int | None = None) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._queue: list[_Entry] = []
+        self._seq = itertools.count()
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0
+        """Engine batches run so far."""
+        self.batch_sizes: list[int] = []
+
+    def submit(self, request: Request) -> Handle:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (sync API called twice): start afresh
+            self._loop, self._worker, self._queue = loop, None, []
+        handle = Handle(request, loop.create_future(), self._cancel)
+        heapq.heappush(self._queue, _Entry(handle, next(self._seq)))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return handle
+
+    def _cancel(self, handle: Handle) -> None:
+        for i, entry in enumerate(self._queue):
+            if entry.handle is handle:
+                self._queue.pop(i)
+                heapq.heapify(self._queue)
+                return
+
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)  # let every task of this turn submit first
+        while self._queue:
+            take = len(self._queue) if self._max_batch is None else min(self._max_batch, len(self._queue))
+            batch = [heapq.heappop(self._queue).handle for _ in range(take)]
+            self.batches += 1
+            self.batch_sizes.append(len(batch))
+            try:
+                outputs = await self._run_batch([h.request for h in batch])
+            except Exception as exc:  # the engine failed: every request of the batch fails
+                for h in batch:
+                    if not h.future.done():
+                        h.future.set_exception(exc)
+                continue
+            for h, out in zip(batch, outputs, strict=True):
+                if not h.future.done():
+                    h.future.set_result(out)
+            await asyncio.sleep(0)
+
+
+def monotonic() -> float:
+    return time.perf_counter()

@@ -1,0 +1,245 @@
+"""The ``tts-scale`` command line: a thin layer over the Python API.
+
+Configuration and usage errors exit with code 2 and one line naming the field and the fix; runtime
+failures exit with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import typer
+
+from tts.errors import ConfigError, TTSError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Test-time scaling and reasoning orchestration for LLMs.")
+log = logging.getLogger("tts")
+
+
+def _fail(exc: BaseException) -> None:
+    code = 2 if isinstance(exc, ConfigError) else 1
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def _set_sampling(options: dict[str, Any], cls: Any, **changes: Any) -> None:
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return
+    if "sampling" not in cls.Options.model_fields:
+        raise ConfigError(f"--{next(iter(changes)).replace('_', '-')} does not apply to this strategy; drop it.")
+    base = options.get("sampling") or cls.Options.model_fields["sampling"].default
+    base = base.model_dump(by_alias=True) if hasattr(base, "model_dump") else dict(base)
+    options["sampling"] = {**base, **changes}
+
+
+def build_from_spec(spec: Any) -> tuple[Any, Any, Any]:
+    """(backend, dataset, strategy) from a :class:`~tts.pipeline.PipelineSpec`."""
+    from tts.backends import make_backend
+    from tts.datasets import load_dataset
+    from tts.registry import REGISTRY
+
+    cls = REGISTRY.get("strategy", spec.strategy.name)
+    from pydantic import ValidationError
+
+    from tts.sampling import format_validation_error
+
+    try:
+        strategy = cls(cls.Options(**spec.strategy.options()))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix="strategy", model=cls.Options)) from None
+    d = spec.dataset
+    dataset = load_dataset(d.name, limit=d.limit, seed=d.seed, data_dir=d.data_dir, fields=d.fields, format=d.format)
+    backend = make_backend(spec.backend.name, **spec.backend.options)
+    return backend, dataset, strategy
+
+
+def _progress_runner(label: str, total: int) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        transient=False, disable=not sys.stderr.isatty())
+    return progress
+
+
+def _execute(backend: Any, dataset: Any, strategy: Any, *, concurrency: int, seed: int, out: IO[str] | None,
+             label: str) -> Any:
+    from tts.runner import arun, run_sync
+    from tts.scheduler import Scheduler
+
+    scheduler = backend if isinstance(backend, Scheduler) else Scheduler(backend)
+    progress = _progress_runner(label, len(dataset))
+
+    def on_result(result: Any) -> None:
+        if out is not None:
+            out.write(json.dumps(result.to_dict(), default=str) + "\n")
+            out.flush()
+
+    with progress:
+        task_id = progress.add_task(label, total=len(dataset))
+        report = run_sync(lambda: arun(strategy, dataset.problems, scheduler, task=dataset.task,
+                                       concurrency=concurrency, seed=seed, on_result=on_result,
+                                       progress=lambda done, total: progress.update(task_id, completed=done)))
+    return report
+
+
+def _summary_table(reports: list[Any]) -> Any:
+    """Metrics as rows, one column per run (fits a narrow terminal)."""
+    from rich.table import Table
+
+    table = Table(title="tts-scale run")
+    table.add_column("metric")
+    summaries = [r.summary() for r in reports]
+    for s in summaries:
+        table.add_column(s.strategy, justify="right")
+
+    def acc(s: Any) -> str:
+        if s.accuracy is None:
+            return "n/a"
+        return f"{s.accuracy:.3f} [{s.accuracy_ci[0]:.3f}, {s.accuracy_ci[1]:.3f}]"
+
+    rows: list[tuple[str, Any]] = [
+        ("accuracy [95% CI]", acc),
+        ("problems", lambda s: str(s.problems)),
+        ("prompt tokens / problem", lambda s: f"{s.prompt_tokens_per_problem:.1f}"),
+        ("cached prompt tokens / problem", lambda s: f"{s.cached_prompt_tokens_per_problem:.1f}"),
+        ("completion tokens / problem", lambda s: f"{s.completion_tokens_per_problem:.1f}"),
+        ("calls / problem", lambda s: f"{s.calls_per_problem:.2f}"),
+        ("latency P50 / P95 (s)", lambda s: f"{s.latency_p50:.3f} / {s.latency_p95:.3f}"),
+        ("wall time (s)", lambda s: f"{s.wall_time:.2f}"),
+        ("failures", lambda s: str(s.failures)),
+    ]
+    for label, fmt in rows:
+        table.add_row(label, *(fmt(s) for s in summaries))
+    return table
+
+
+def _print(obj: Any) -> None:
+    from rich.console import Console
+
+    Console().print(obj)
+
+
+@app.command()
+def run(
+    pipeline: Path | None = typer.Argument(None, help="Pipeline YAML file; flags override it."),
+    dataset: str | None = typer.Option(None, help="NAME[:N[:SEED]], a .jsonl/.csv path or hf:OWNER/NAME."),
+    strategy: str | None = typer.Option(None, help="Strategy name (greedy, cot, self_consistency, ...)."),
+    n: int | None = typer.Option(None, help="Samples per problem (strategies with n)."),
+    backend: str | None = typer.Option(None, help="hf (default), fake, vllm or openai."),
+    model: str | None = typer.Option(None, help="Model id or local folder (default: SmolLM2-135M-Instruct)."),
+    limit: int | None = typer.Option(None, help="Number of problems."),
+    seed: int | None = typer.Option(None, help="Run seed (problem subsets, sampling)."),
+    temperature: float | None = typer.Option(None, help="Sampling temperature."),
+    max_tokens: int | None = typer.Option(None, help="Maximum generated tokens per completion."),
+    concurrency: int | None = typer.Option(None, help="Problems in flight at once."),
+    data_dir: str | None = typer.Option(None, help="Folder with local benchmark files (gsm8k_test.jsonl, ...)."),
+    out: Path | None = typer.Option(None, help="Write every result as a JSON line as it finishes."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a strategy over a dataset and print a summary table."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from tts.pipeline import PipelineSpec, load_pipeline
+        from tts.registry import REGISTRY
+
+        spec = load_pipeline(pipeline) if pipeline is not None else PipelineSpec()
+        if dataset is not None:
+            from tts.datasets import parse_spec
+
+            name, lim, dseed = parse_spec(dataset)
+            spec.dataset.name, spec.dataset.limit, spec.dataset.seed = name, lim, dseed
+        if limit is not None:
+            spec.dataset.limit = limit
+        if data_dir is not None:
+            spec.dataset.data_dir = data_dir
+        if strategy is not None:
+            spec.strategy = type(spec.strategy)(name=strategy)
+        if backend is not None:
+            spec.backend.name = backend
+        if model is not None:
+            spec.backend.options["model"] = model
+        if seed is not None:
+            spec.run.seed = seed
+        if concurrency is not None:
+            spec.run.concurrency = concurrency
+        if out is not None:
+            spec.run.out = str(out)
+        cls = REGISTRY.get("strategy", spec.strategy.name)
+        options = spec.strategy.options()
+        if n is not None:
+            if "n" not in cls.Options.model_fields:
+                raise ConfigError(f"--n does not apply to strategy {spec.strategy.name!r}; drop it.")
+            options["n"] = n
+        _set_sampling(options, cls, temperature=temperature, max_tokens=max_tokens)
+        spec.strategy = type(spec.strategy)(name=spec.strategy.name, **options)
+        be, ds, strat = build_from_spec(spec)
+        fh = open(spec.run.out, "a", encoding="utf-8") if spec.run.out else None  # noqa: SIM115
+        try:
+            report = _execute(be, ds, strat, concurrency=spec.run.concurrency, seed=spec.run.seed, out=fh,
+                              label=spec.strategy.name)
+        finally:
+            if fh is not None:
+                fh.close()
+    except (TTSError, OSError) as exc:
+        _fail(exc)
+        return
+    _print(_summary_table([report]))
+
+
+@app.command()
+def demo(
+    task: str = typer.Option("larger", help="Built-in task: larger, capitals, add1, add2."),
+    limit: int = typer.Option(100, help="Number of problems."),
+    n: int = typer.Option(8, help="Self-consistency samples."),
+    backend: str = typer.Option("hf", help="Backend (default: the embedded transformers CPU backend)."),
+    model: str | None = typer.Option(None, help="Model id or local folder (default: SmolLM2-135M-Instruct)."),
+    seed: int = typer.Option(0, help="Seed of the problem set and the samples."),
+    out: Path | None = typer.Option(None, help="Write every result as a JSON line."),
+) -> None:
+    """The CPU demo: greedy against self-consistency on a built-in task, with a paired bootstrap."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        from tts.backends import make_backend
+        from tts.datasets import load_dataset
+        from tts.runner import compare
+        from tts.scheduler import Scheduler
+        from tts.strategies.greedy import Greedy
+        from tts.strategies.self_consistency import SelfConsistency
+
+        ds = load_dataset(task, limit=limit, seed=seed)
+        be = make_backend(backend, **({"model": model} if model else {}))
+        scheduler = Scheduler(be)
+        fh = open(out, "a", encoding="utf-8") if out else None  # noqa: SIM115
+        try:
+            greedy = _execute(scheduler, ds, Greedy(), concurrency=limit, seed=seed, out=fh, label="greedy")
+            sc = _execute(scheduler, ds, SelfConsistency(n=n), concurrency=limit, seed=seed, out=fh,
+                          label=f"self_consistency@{n}")
+        finally:
+            if fh is not None:
+                fh.close()
+    except (TTSError, OSError) as exc:
+        _fail(exc)
+        return
+    _print(_summary_table([greedy, sc]))
+    c = compare(greedy, sc)
+    typer.echo(f"greedy accuracy: {c.accuracy_a:.3f}")
+    typer.echo(f"self_consistency@{n} accuracy: {c.accuracy_b:.3f}")
+    typer.echo(f"difference: {c.difference:+.3f} (paired bootstrap 95% CI [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}], "
+               f"{c.problems} problems)")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

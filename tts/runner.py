@@ -1,0 +1,214 @@
+"""Running strategies over problems: bounded concurrency, results as they finish, a summary.
+
+``arun`` is the async entry point; ``run`` blocks (and also works inside an already running event
+loop, as in Jupyter, by running in a helper thread). Every problem gets its own
+:class:`~tts.context.Context`; all share one :class:`~tts.scheduler.Scheduler`, so requests of
+all problems in flight are batched together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from tts.backends.base import Backend
+from tts.context import Context
+from tts.scheduler import Scheduler
+from tts.stats import bootstrap_ci, paired_bootstrap, percentile
+from tts.strategy import Strategy
+from tts.task import Task
+from tts.types import Problem, Result, Usage
+
+__all__ = ["Comparison", "Report", "Summary", "arun", "compare", "run", "run_sync", "solve"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Summary:
+    """Aggregates of one run."""
+
+    strategy: str
+    problems: int
+    scored: int
+    accuracy: float | None
+    accuracy_ci: tuple[float, float] | None
+    prompt_tokens_per_problem: float
+    cached_prompt_tokens_per_problem: float
+    completion_tokens_per_problem: float
+    calls_per_problem: float
+    latency_p50: float
+    latency_p95: float
+    wall_time: float
+    failures: int
+    usage: Usage
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in self.__dict__.items() if k != "usage"}
+        d["usage"] = self.usage.to_dict()
+        return d
+
+
+@dataclass
+class Report:
+    """Results of one run (in problem order) and its summary."""
+
+    results: list[Result]
+    wall_time: float
+    usage: Usage
+    strategy: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        scored = [r.correct for r in self.results if r.correct is not None]
+        return sum(scored) / len(scored) if scored else None
+
+    def summary(self) -> Summary:
+        n = max(len(self.results), 1)
+        scored = [float(bool(r.correct)) for r in self.results if r.correct is not None]
+        acc = ci = None
+        if scored:
+            acc, lo, hi = bootstrap_ci(scored)
+            ci = (lo, hi)
+        latencies = [r.latency for r in self.results if r.ok]
+        u = self.usage
+        return Summary(
+            strategy=self.strategy, problems=len(self.results), scored=len(scored), accuracy=acc, accuracy_ci=ci,
+            prompt_tokens_per_problem=u.prompt_tokens / n, cached_prompt_tokens_per_problem=u.cached_prompt_tokens / n,
+            completion_tokens_per_problem=u.completion_tokens / n, calls_per_problem=u.calls / n,
+            latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
+            wall_time=self.wall_time, failures=sum(1 for r in self.results if not r.ok), usage=u)
+
+
+def _strategy_name(strategy: Strategy) -> str:
+    return getattr(strategy, "name", type(strategy).__name__)
+
+
+async def _solve_one(strategy: Strategy, problem: Problem, ctx: Context) -> Result:
+    clock = ctx.clock
+    start = clock()
+    try:
+        result = await strategy.solve(problem, ctx)
+    except Exception as exc:  # one problem's failure must not sink the run
+        log.warning("problem %s failed: %s: %s", problem.id, type(exc).__name__, exc)
+        result = Result(problem=problem, answer=None, error=f"{type(exc).__name__}: {exc}")
+    result.latency = clock() - start
+    result.usage = ctx.usage
+    result.usage.wall_time = result.latency
+    result.trace = ctx.trace
+    result.strategy = result.strategy or _strategy_name(strategy)
+    if result.correct is None and problem.reference is not None and result.error is None:
+        result.correct = ctx.equivalent(result.answer, problem.reference) if result.answer is not None else False
+    return result
+
+
+async def solve(strategy: Strategy, problem: Problem, backend: Backend | Scheduler, *, task: Task | None = None,
+                seed: int | None = None) -> Result:
+    """Solve one problem."""
+    scheduler = backend if isinstance(backend, Scheduler) else Scheduler(backend)
+    return await _solve_one(strategy, problem, Context(scheduler, task, problem=problem, seed=seed))
+
+
+async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend | Scheduler, *,
+               task: Task | None = None, concurrency: int = 64, seed: int | None = 0,
+               on_result: Callable[[Result], None] | None = None,
+               progress: Callable[[int, int], None] | None = None, verifier: Any = None) -> Report:
+    """Run ``strategy`` on every problem, at most ``concurrency`` problems in flight.
+
+    ``on_result`` is called with each result as it finishes (write it to disk there);
+    ``progress(done, total)`` after each. Results come back in problem order.
+    """
+    scheduler = backend if isinstance(backend, Scheduler) else Scheduler(backend)
+    items = list(problems)
+    usage_before = scheduler.usage.to_dict()
+    results: list[Result | None] = [None] * len(items)
+    sem = asyncio.Semaphore(max(1, concurrency))
+    done = 0
+    clock = scheduler.clock
+    start = clock()
+
+    async def one(i: int, problem: Problem) -> None:
+        nonlocal done
+        async with sem:
+            pseed = None if seed is None else zlib.crc32(f"{seed}:{problem.id}".encode())
+            ctx = Context(scheduler, task, problem=problem, seed=pseed, verifier=verifier)
+            result = await _solve_one(strategy, problem, ctx)
+        results[i] = result
+        done += 1
+        if on_result is not None:
+            on_result(result)
+        if progress is not None:
+            progress(done, len(items))
+
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
+    wall = clock() - start
+    after = scheduler.usage.to_dict()
+    usage = Usage(**{k: after[k] - usage_before[k] for k in after})
+    usage.wall_time = wall
+    return Report(results=[r for r in results if r is not None], wall_time=wall, usage=usage,
+                  strategy=_strategy_name(strategy))
+
+
+def run_sync(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from sync code, even inside a running event loop (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro_factory())  # type: ignore[arg-type]
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro_factory())  # type: ignore[arg-type]
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="tts-run", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def run(strategy: Strategy, problems: Iterable[Problem], backend: Backend | Scheduler, **kw: Any) -> Report:
+    """Blocking :func:`arun`."""
+    items = list(problems)
+    return run_sync(lambda: arun(strategy, items, backend, **kw))
+
+
+@dataclass
+class Comparison:
+    """Paired comparison of two reports on the same problems: accuracy difference ``b - a``."""
+
+    a: str
+    b: str
+    accuracy_a: float
+    accuracy_b: float
+    difference: float
+    ci: tuple[float, float]
+    problems: int
+
+    @property
+    def significant(self) -> bool:
+        return self.ci[0] > 0 or self.ci[1] < 0
+
+
+def compare(a: Report, b: Report, *, seed: int = 0) -> Comparison:
+    """Accuracy of ``b`` minus ``a`` with a paired-bootstrap 95% interval (problems matched by id)."""
+    by_id = {r.problem.id: r for r in a.results}
+    pairs = [(by_id[r.problem.id], r) for r in b.results if r.problem.id in by_id]
+    xa = [float(bool(x.correct)) for x, _ in pairs]
+    xb = [float(bool(y.correct)) for _, y in pairs]
+    diff, lo, hi = paired_bootstrap(xa, xb, seed=seed)
+    return Comparison(a=a.strategy, b=b.strategy, accuracy_a=sum(xa) / max(len(xa), 1),
+                      accuracy_b=sum(xb) / max(len(xb), 1), difference=diff, ci=(lo, hi), problems=len(pairs))
+
+

@@ -1,0 +1,163 @@
+"""The scheduler: the single path from strategies to a backend.
+
+Every request of every problem in flight goes through :meth:`Scheduler.submit`. Requests submitted
+in the same event-loop turn are flushed together: identical prompts with identical sampling
+parameters (unseeded sampling) are merged into one n-sampling request, so the prompt is prefilled
+once; the rest go to the backend in priority order, where the backend batches them. Usage is counted
+here, once, for everything: each logical request charges its own :class:`~tts.types.Usage` sink and
+the scheduler's total.
+
+Accounting rule: a request's ``prompt_tokens`` is its prompt length; ``cached_prompt_tokens`` is the
+part the engine did not compute (its prefix cache, or a prompt shared by merged requests: the first
+request of a merge is charged the engine's computation, the others have their whole prompt cached).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tts.backends.base import Backend, Handle
+from tts.errors import Cancelled
+from tts.types import Completion, Request, Usage
+
+__all__ = ["Scheduler", "SchedulerStats"]
+
+
+@dataclass
+class SchedulerStats:
+    flushes: int = 0
+    logical_requests: int = 0
+    backend_requests: int = 0
+    merged_requests: int = 0
+
+
+class _Pending:
+    __slots__ = ("handle", "sink")
+
+    def __init__(self, handle: Handle, sink: Usage | None) -> None:
+        self.handle = handle
+        self.sink = sink
+
+
+class Scheduler:
+    """Coalesces, merges, orders and counts requests on their way to one backend.
+
+    ``merge``: merge identical unseeded sampling requests into one n-sampling request.
+    ``clock``: time source for latencies (the backend's virtual clock when it has one).
+    """
+
+    def __init__(self, backend: Backend, *, merge: bool = True, clock: Callable[[], float] | None = None) -> None:
+        self.backend = backend
+        self.merge = merge
+        self.clock: Callable[[], float] = clock or getattr(backend, "clock", None) or time.perf_counter
+        self.usage = Usage()
+        self.stats = SchedulerStats()
+        self._queue: list[_Pending] = []
+        self._flush_scheduled = False
+        self._inflight: dict[Handle, list[_Pending]] = {}
+
+    @property
+    def name(self) -> str:
+        return getattr(self.backend, "name", type(self.backend).__name__)
+
+    def submit(self, request: Request, usage: Usage | None = None) -> Handle:
+        """Queue ``request``; charge its usage to ``usage`` (and the scheduler's total)."""
+        self.backend.capabilities.check(request, self.name)
+        loop = asyncio.get_running_loop()
+        handle = Handle(request, loop.create_future(), self._cancel)
+        self._queue.append(_Pending(handle, usage))
+        self.stats.logical_requests += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return handle
+
+    def _cancel(self, handle: Handle) -> None:
+        for i, pending in enumerate(self._queue):
+            if pending.handle is handle:
+                del self._queue[i]
+                self._charge(pending.sink, cancelled=1)
+                return
+        # in flight: the backend handle is cancelled once none of its logical requests wants it
+        for backend_handle, group in list(self._inflight.items()):
+            if any(p.handle is handle for p in group):
+                self._charge(next(p.sink for p in group if p.handle is handle), cancelled=1)
+                if all(p.handle is handle or p.handle.done() for p in group):
+                    backend_handle.cancel()
+
+    def _charge(self, sink: Usage | None, **counts: Any) -> None:
+        for target in (self.usage, sink) if sink is not None else (self.usage,):
+            for key, value in counts.items():
+                setattr(target, key, getattr(target, key) + value)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        queue, self._queue = self._queue, []
+        if not queue:
+            return
+        self.stats.flushes += 1
+        groups: dict[Any, list[_Pending]] = {}
+        singles: list[list[_Pending]] = []
+        for pending in queue:
+            req = pending.handle.request
+            p = req.params
+            if self.merge and p.seed is None and not p.greedy and p.beam_width is None:
+                key = (req.prompt, req.assistant_prefix, p.with_n(1), req.priority)
+                groups.setdefault(key, []).append(pending)
+            else:
+                singles.append([pending])
+        batches = [*groups.values(), *singles]
+        batches.sort(key=lambda g: g[0].handle.request.priority)
+        for group in batches:
+            first = group[0].handle.request
+            if len(group) == 1:
+                request = first
+            else:
+                total = sum(p.handle.request.params.n for p in group)
+                request = Request(first.prompt, first.params.with_n(total), first.priority, first.assistant_prefix)
+                self.stats.merged_requests += len(group) - 1
+            try:
+                backend_handle = self.backend.submit(request)
+            except Exception as exc:
+                for p in group:
+                    self._charge(p.sink, failures=1)
+                    if not p.handle.done():
+                        p.handle.future.set_exception(exc)
+                continue
+            self.stats.backend_requests += 1
+            self._inflight[backend_handle] = group
+            backend_handle.future.add_done_callback(
+                lambda fut, bh=backend_handle, g=group: self._deliver(bh, g, fut))
+
+    def _deliver(self, backend_handle: Handle, group: list[_Pending], fut: asyncio.Future[list[Completion]]) -> None:
+        self._inflight.pop(backend_handle, None)
+        exc = fut.exception()
+        if exc is not None:
+            for p in group:
+                if not isinstance(exc, Cancelled):
+                    self._charge(p.sink, failures=1)
+                if not p.handle.done():
+                    p.handle.future.set_exception(exc)
+            return
+        completions = fut.result()
+        start = 0
+        for i, p in enumerate(group):
+            n = p.handle.request.params.n
+            mine = completions[start:start + n]
+            start += n
+            if mine:
+                prompt_tokens = mine[0].prompt_tokens
+                cached = mine[0].cached_prompt_tokens if i == 0 else prompt_tokens
+                if i > 0:
+                    for c in mine:
+                        c.cached_prompt_tokens = prompt_tokens
+            else:
+                prompt_tokens = cached = 0
+            self._charge(p.sink, calls=1, prompt_tokens=prompt_tokens, cached_prompt_tokens=cached,
+                         completion_tokens=sum(c.token_count for c in mine), completions=len(mine))
+            if not p.handle.done():
+                p.handle.future.set_result(mine)
