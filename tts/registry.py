@@ -62,14 +62,28 @@ class Registry:
         return target
 
 
+def _discover(package: str, kind: str, method: str, registry: Registry) -> None:
+    """Register every class of ``package``'s modules that has a ``name`` and the kind's method."""
+    import inspect
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package}.{info.name}")
+        for obj in vars(module).values():
+            if (inspect.isclass(obj) and obj.__module__ == module.__name__
+                    and isinstance(getattr(obj, "name", None), str) and callable(getattr(obj, method, None))):
+                registry.register(kind, obj.name, obj)
+
+
 def register_builtins(registry: Registry) -> None:
-    """Register the components that ship with tts-scale."""
-    for name, target in {
-        "greedy": "tts.strategies.greedy:Greedy",
-        "cot": "tts.strategies.cot:CoT",
-        "self_consistency": "tts.strategies.self_consistency:SelfConsistency",
-    }.items():
-        registry.register("strategy", name, target)
+    """Register the components that ship with tts-scale: every strategy class in ``tts.strategies``
+    (a class with a ``name`` and ``solve``), every verifier class in ``tts.verifiers`` (``name`` and
+    ``score``), and the backends."""
+    _discover("tts.strategies", "strategy", "solve", registry)
+    _discover("tts.verifiers", "verifier", "score", registry)
     from tts.backends import BACKENDS
 
     for name, target in BACKENDS.items():

@@ -158,18 +158,23 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
 
 def run_sync(coro_factory: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine to completion from sync code, even inside a running event loop (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro_factory())  # type: ignore[arg-type]
     box: dict[str, Any] = {}
+
+    async def main() -> None:
+        # keep the result out of the task: asyncio.run formats the main task (and its result) on exit
+        box["value"] = await coro_factory()
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(coro_factory())  # type: ignore[arg-type]
+            asyncio.run(main())
         except BaseException as exc:
             box["error"] = exc
 
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(main())
+        return box["value"]  # type: ignore[no-any-return]
     thread = threading.Thread(target=target, name="tts-run", daemon=True)
     thread.start()
     thread.join()

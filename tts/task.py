@@ -7,6 +7,7 @@ proposer renders ``task.template(style)`` and parses completions with ``task.ext
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,13 +49,19 @@ def _first_number_key(answer: str | None) -> str:
     return math_answers.canonical(answer)
 
 
+def _cached(fn: Callable[[str | None], str]) -> Callable[[str | None], str]:
+    """Canonical keys repeat across the samples of a vote: compute each once."""
+    return functools.lru_cache(maxsize=1 << 16)(fn)
+
+
 ANSWER_FORMATS: dict[str, AnswerFormat] = {
-    "math": AnswerFormat("math", math_answers.extract_answer, math_answers.canonical, math_answers.equivalent),
-    "first_number": AnswerFormat("first_number", math_answers.first_number, _first_number_key,
+    "math": AnswerFormat("math", math_answers.extract_answer, _cached(math_answers.canonical),
+                         math_answers.equivalent),
+    "first_number": AnswerFormat("first_number", math_answers.first_number, _cached(_first_number_key),
                                  math_answers.equivalent),
-    "last_number": AnswerFormat("last_number", math_answers.last_number, _first_number_key,
+    "last_number": AnswerFormat("last_number", math_answers.last_number, _cached(_first_number_key),
                                 math_answers.equivalent),
-    "text": AnswerFormat("text", _first_line_answer, _text_key, _text_equivalent),
+    "text": AnswerFormat("text", _first_line_answer, _cached(_text_key), _text_equivalent),
 }
 """Answer formats by name: ``math`` (boxed / #### / "The answer is" / last number), ``first_number``,
 ``last_number``, ``text`` (first line, case and punctuation ignored)."""

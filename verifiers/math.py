@@ -180,9 +180,9 @@ def _unwrap_math(s: str) -> str:
     while True:
         s = s.strip()
         before = s
-        if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-            s = s.strip("$")
-        elif s.startswith(("\\(", "\\[")) and s.endswith(("\\)", "\\]")):
+        if len(s) >= 2 and s[0] == "$" and s[-1] == "$" and "$" not in s.strip("$"):
+            s = s.strip("$")  # but not "$5$ and $6$"
+        elif s.startswith(("\\(", "\\[")) and s.endswith(("\\)", "\\]")) and "\\(" not in s[2:-2]:
             s = s[2:-2]
         elif (m := _BOXED_RE.match(s)) is not None:
             brace = m.end() + len(s[m.end() :]) - len(s[m.end() :].lstrip())
@@ -266,7 +266,6 @@ _UNIT_TAIL_RE = re.compile(
 _ASSIGNMENT_RE = re.compile(r"^[a-zA-Z](?:_\w+|_\{\w+\})?=(?!.*=)(.+)$")
 _PLAIN_NUMBER_RE = re.compile(r"^-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)$")
 _FRACTION_RE = re.compile(r"^(-?)(?:\\frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+))$")
-_RATIONAL_KEY_RE = re.compile(r"^-?\d+(?:/\d+)?$")
 _WORDS_RE = re.compile(r"^[A-Za-z][A-Za-z\s'.-]*$")
 
 
@@ -282,7 +281,7 @@ def _unwrap_text_commands(s: str) -> str:
 
 def _normalise(answer: str, *, keep_text: bool = False) -> str:
     """LaTeX spelling cleaned up, still valid LaTeX. With ``keep_text`` (what math-verify gets),
-    ``\text{...}`` stays: unwrapped, ``Evelyn`` would parse as the product E*v*e*l*y*n."""
+    ``\\text{...}`` stays: unwrapped, ``Evelyn`` would parse as the product E*v*e*l*y*n."""
     s = _unwrap_math(answer.strip())
     s = _UNIT_TAIL_RE.sub("", s)  # before \text{} unwrapping: "5\text{ cm}^2"
     if not keep_text:
@@ -293,8 +292,14 @@ def _normalise(answer: str, *, keep_text: bool = False) -> str:
     return s.strip().rstrip(".").strip()
 
 
+_MAX_DIGITS = 1000
+"""Longer digit strings stay text: Python refuses int() of 4300+ digits, and no answer needs them."""
+
+
 def _rational(s: str) -> Fraction | None:
     """The exact value of a plain number or integer fraction (``-1,234.5``, ``3/4``, ``\\frac{-3}{4}``)."""
+    if len(s) > _MAX_DIGITS:
+        return None
     if _PLAIN_NUMBER_RE.match(s):
         return Fraction(s.replace(",", ""))
     m = _FRACTION_RE.match(s)
@@ -424,17 +429,22 @@ def _compare_numbers(a: Fraction, b: Fraction, a_percent: bool, b_percent: bool)
 
 
 _pool_lock = threading.Lock()
-_pool: SymbolicPool | None = None
+_pool: tuple[int, SymbolicPool] | None = None
 
 
 def _symbolic_pool() -> SymbolicPool:
-    """The process-wide worker pool, started on first use (a resource, like a thread pool)."""
+    """The process-wide worker pool, started on first use (a resource, like a thread pool).
+
+    A forked child process gets a pool of its own: sharing the parent's worker pipes would mix
+    up replies.
+    """
     global _pool
     with _pool_lock:
-        if _pool is None:
-            _pool = SymbolicPool(workers=max(1, min(2, os.cpu_count() or 1)))
-            atexit.register(_pool.close)
-        return _pool
+        if _pool is None or _pool[0] != os.getpid():
+            pool = SymbolicPool(workers=max(1, min(2, os.cpu_count() or 1)))
+            atexit.register(pool.close)
+            _pool = (os.getpid(), pool)
+        return _pool[1]
 
 
 @lru_cache(maxsize=65536)

@@ -161,13 +161,14 @@ class _Entry:
         return (a, self.seq) < (b, other.seq)
 
 
-RunBatch = Callable[[list[Request]], Awaitable[list[list[Completion]]]]
+RunBatch = Callable[[list[Request]], Awaitable[list[list[Completion] | BaseException]]]
 
 
 class Batcher:
     """Coalesces the requests submitted in one event-loop turn into one engine batch.
 
-    ``run_batch(requests)`` runs one batch and returns each request's completions (or raises).
+    ``run_batch(requests)`` runs one batch and returns each request's completions, or an exception
+    for a request that failed alone; raising fails the whole batch.
     Batches run one at a time; requests submitted while a batch runs form the next batch, in
     priority order (lower first), at most ``max_batch`` requests each. Queued requests can be
     cancelled; a running batch is not interrupted (its results are dropped for cancelled handles).
@@ -216,7 +217,11 @@ class Batcher:
                         h.future.set_exception(exc)
                 continue
             for h, out in zip(batch, outputs, strict=True):
-                if not h.future.done():
+                if h.future.done():
+                    continue
+                if isinstance(out, BaseException):
+                    h.future.set_exception(out)
+                else:
                     h.future.set_result(out)
             await asyncio.sleep(0)
 

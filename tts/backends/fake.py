@@ -238,21 +238,25 @@ class FakeBackend:
         counter = self._sample_counter.setdefault(prompt, itertools.count())
         return random.Random(f"{self.seed}|*|{prompt}|{next(counter)}")
 
-    async def _run_batch(self, requests: list[Request]) -> list[list[Completion]]:
+    async def _run_batch(self, requests: list[Request]) -> list[list[Completion] | BaseException]:
         self.calls += 1
         cost = self.cost
         prefill = 0
         lengths: list[int] = []
-        outputs: list[list[Completion]] = []
+        outputs: list[list[Completion] | BaseException] = []
         for request in requests:
             prompt = render_plain(request)
             words = prompt.split()
             cached = self._cached_tokens(words)
             prefill += len(words) - cached
             p = request.params
-            outs = []
-            for i in range(p.n):
-                text, tokens, mean_lp = self.model.reply(request, prompt, i, self._rng(request, prompt, i))
+            outs: list[Completion] = []
+            try:
+                replies = [self.model.reply(request, prompt, i, self._rng(request, prompt, i)) for i in range(p.n)]
+            except Exception as exc:  # this request fails alone, as in a real engine
+                outputs.append(exc)
+                continue
+            for i, (text, tokens, mean_lp) in enumerate(replies):
                 finish = "stop"
                 for s in p.stop:
                     cut = text.find(s)

@@ -1,0 +1,162 @@
+"""Scheduler, fake backend and runner: batching, one prefill per prompt, usage, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tts import (
+    Cancelled,
+    Context,
+    CostModel,
+    FakeBackend,
+    OracleModel,
+    OracleSpec,
+    Problem,
+    Request,
+    SamplingParams,
+    Scheduler,
+    SelfConsistency,
+    UnsupportedControl,
+    arun,
+    run,
+)
+
+
+def oracle_problems(count: int, p: float = 0.7) -> tuple[OracleModel, list[Problem]]:
+    model = OracleModel()
+    return model, [model.add(f"p{i}", OracleSpec(p_correct=p, length=(10, 30))) for i in range(count)]
+
+
+def test_64_problems_sc8_are_batched_with_one_prefill_per_prompt() -> None:
+    model, problems = oracle_problems(64)
+    backend = FakeBackend(model)
+    report = run(SelfConsistency(n=8), problems, backend, concurrency=64)
+    assert backend.calls <= 3, f"expected a handful of batched calls, got {backend.calls}"
+    assert backend.requests == 64, "each problem's 8 samples travel as one n=8 request"
+    assert backend.completions_generated == 512
+    prompt_words = [len(c.completion.prompt_text.split()) for r in report.results for c in r.candidates[:1]
+                    if c.completion and c.completion.prompt_text]
+    assert len(prompt_words) == 64
+    assert backend.prefill_tokens == sum(prompt_words), "64 prompts prefilled, not 512"
+    u = report.usage
+    assert u.computed_prompt_tokens == backend.prefill_tokens
+    assert u.completions == 512 and u.calls == 64
+
+
+def test_usage_totals_equal_sum_of_completions() -> None:
+    model, problems = oracle_problems(20)
+    backend = FakeBackend(model)
+    report = run(SelfConsistency(n=5), problems, backend)
+    completions = [c.completion for r in report.results for c in r.candidates]
+    assert report.usage.completion_tokens == sum(c.token_count for c in completions if c is not None)
+    assert report.usage.completion_tokens == backend.completion_tokens
+    assert sum(r.usage.completion_tokens for r in report.results) == report.usage.completion_tokens
+    assert sum(r.usage.prompt_tokens for r in report.results) == report.usage.prompt_tokens
+
+
+def test_identical_prompts_merge_into_one_n_request() -> None:
+    backend = FakeBackend.scripted(default="The answer is 3.")
+
+    async def main() -> list[list]:
+        sched = Scheduler(backend)
+        ctx = Context(sched)
+        req = Request("same prompt", SamplingParams(n=2, temperature=0.8))
+        outs = await ctx.generate_many([req, req, req])
+        assert sched.stats.merged_requests == 2
+        assert sched.usage.prompt_tokens == 3 * 2 and sched.usage.cached_prompt_tokens == 2 * 2
+        return outs
+
+    outs = asyncio.run(main())
+    assert [len(o) for o in outs] == [2, 2, 2]
+    assert backend.requests == 1 and backend.completions_generated == 6 and backend.prefill_tokens == 2
+
+
+def test_seeded_and_greedy_requests_are_not_merged() -> None:
+    backend = FakeBackend.scripted(default="ok")
+
+    async def main() -> None:
+        ctx = Context(Scheduler(backend))
+        greedy = Request("p", SamplingParams(temperature=0))
+        seeded = Request("p", SamplingParams(seed=1))
+        await ctx.generate_many([greedy, greedy, seeded, seeded])
+
+    asyncio.run(main())
+    assert backend.requests == 4
+
+
+def test_cancel_removes_queued_work() -> None:
+    backend = FakeBackend.scripted(default="x")
+
+    async def main() -> None:
+        sched = Scheduler(backend)
+        ctx = Context(sched)
+        keep = ctx.submit(Request("a", SamplingParams(n=3)))
+        drop = ctx.submit(Request("b", SamplingParams(n=5)))
+        assert drop.cancel() and drop.cancelled()
+        assert len(await keep) == 3
+        with pytest.raises(Cancelled):
+            await drop
+        assert sched.usage.cancelled == 1
+
+    asyncio.run(main())
+    assert backend.completions_generated == 3 and backend.requests == 1
+
+
+def test_priority_orders_the_backend_queue() -> None:
+    backend = FakeBackend.scripted(default="x", max_batch=1)
+    order: list[str] = []
+
+    async def main() -> None:
+        ctx = Context(Scheduler(backend))
+        handles = [ctx.submit(Request(name, SamplingParams(), priority=prio)) for name, prio in
+                   [("low", 5), ("high", -1), ("mid", 0)]]
+        for h in handles:
+            h.future.add_done_callback(lambda f, h=h: order.append(h.request.prompt))  # type: ignore[misc]
+        await asyncio.gather(*handles)
+
+    asyncio.run(main())
+    assert order == ["high", "mid", "low"]
+
+
+def test_unsupported_control_is_refused_with_alternatives() -> None:
+    backend = FakeBackend.scripted(default="x")
+
+    async def main() -> None:
+        ctx = Context(Scheduler(backend))
+        await ctx.generate(Request("p", SamplingParams(beam_width=2, temperature=0)))
+
+    with pytest.raises(UnsupportedControl, match=r"backend 'fake' does not support beam_search"):
+        asyncio.run(main())
+
+
+def test_virtual_clock_latency_is_exact() -> None:
+    model, problems = oracle_problems(4)
+    cost = CostModel(prefill_per_token=0.001, decode_step=0.01, max_concurrency=8)
+    backend = FakeBackend(model, cost=cost)
+    report = run(SelfConsistency(n=4, sampling={"temperature": 0.7, "max_tokens": 64}), problems, backend)
+    prompt = sum(len(r.candidates[0].completion.prompt_text.split()) for r in report.results)  # type: ignore[union-attr]
+    lengths = [c.completion.token_count for r in report.results for c in r.candidates]  # type: ignore[union-attr]
+    expected = prompt * 0.001 + (max(lengths[:8]) + max(lengths[8:])) * 0.01
+    assert report.wall_time == pytest.approx(expected)
+    assert all(r.latency == pytest.approx(expected) for r in report.results)
+
+
+def test_run_works_inside_a_running_event_loop() -> None:
+    model, problems = oracle_problems(3)
+
+    async def notebook_cell() -> float | None:
+        report = run(SelfConsistency(n=3), problems, FakeBackend(model))  # blocking call inside a loop
+        return report.accuracy
+
+    assert asyncio.run(notebook_cell()) is not None
+
+
+def test_failures_are_isolated_per_problem() -> None:
+    backend = FakeBackend.scripted(by_prompt={"good": "The answer is 1."})
+    problems = [Problem("a", "good question", "1"), Problem("b", "bad question", "2")]
+    report = asyncio.run(arun(SelfConsistency(n=2), problems, backend))
+    assert report.results[0].correct is True
+    assert report.results[1].error is not None and "no scripted reply" in report.results[1].error
+    assert report.summary().failures == 1 and report.usage.failures == 1
