@@ -1,44 +1,191 @@
-"""Self-consistency: majority vote over n sampled chains of an inner proposer."""
+"""Self-consistency: a vote over n sampled chains of the task's prompt (Wang et al., 2023).
+
+By default, a plain majority over canonical answer keys (ties go to the answer sampled first) from
+one n-sampling request. Options add:
+
+- weighted votes (``weight``): by verifier score, by softmax of the sequence log-probability, by
+  the geometric-mean token probability (``exp`` of the mean token logprob) or by ``exp`` of a
+  DeepConf confidence;
+- confidence filtering (``keep``, DeepConf, Fu et al., 2025): only the top fraction of chains by
+  confidence (mean token logprob or lowest group mean) vote. Offline: after all chains are drawn.
+  Online (``online=True``): the first ``warmup`` chains set the confidence bar and later chains
+  below it are dropped as they arrive (whole chains: cutting a chain mid-generation needs a
+  streaming backend);
+- early stopping (``stop``; rules in :mod:`tts.strategies.adaptive`): chains are drawn in requests
+  of ``window`` samples and drawing stops when the rule says the vote is settled (or, for a count
+  vote, when the leader is further ahead than the samples left); requests still
+  queued or in flight are cancelled, and only generated tokens are counted. Stop rules count votes
+  of the kept chains (``consensus`` weighs them by ``weight`` when it is per chain:
+  ``mean_logprob`` or ``confidence``).
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tts.context import Context
 from tts.sampling import SamplingParams
-from tts.strategies import vote
+from tts.strategies import select, vote
+from tts.strategies.adaptive import StopRule, Tally, decided, sample_windows, should_stop
+from tts.strategies.best_of_n import VerifierRef, resolve_verifiers, score_candidates
 from tts.strategies.propose import PromptProposer, ProposerOptions
-from tts.types import Problem, Result
+from tts.types import Candidate, Problem, Result
 
 __all__ = ["SelfConsistency", "SelfConsistencyOptions"]
+
+Weight = Literal["none", "score", "seq_logprob", "mean_logprob", "confidence"]
+_NEEDS_LOGPROBS = ("seq_logprob", "mean_logprob", "confidence")
 
 
 class SelfConsistencyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     n: int = Field(default=8, ge=1)
-    """Number of sampled chains."""
+    """Number of sampled chains (the most drawn when a stop rule ends sampling early)."""
     prompt: str = "cot"
     sampling: SamplingParams = SamplingParams(temperature=0.7, max_tokens=256)
     chat: bool = True
+    weight: Weight = "none"
+    """What a chain's vote weighs: 1, its verifier score, softmax of its sequence logprob, exp of its
+    mean token logprob, or exp of its confidence. Logprob weights turn on ``sampling.logprobs``."""
+    weight_temperature: float = Field(default=1.0, gt=0)
+    """Softmax temperature of ``seq_logprob`` weights."""
+    verifiers: tuple[VerifierRef, ...] = ()
+    """For ``weight="score"``: registered verifiers (else the constructor's ``scorers``, else the
+    context's verifier); several are summed with their weights."""
+    confidence: select.ConfidenceKind = "mean"
+    """Chain confidence: ``mean`` token logprob or ``lowest_group`` (lowest mean over ``group`` tokens)."""
+    group: int = Field(default=2048, ge=1)
+    keep: float = Field(default=1.0, gt=0, le=1)
+    """Only the top fraction of chains by confidence vote (1 keeps all; DeepConf uses 0.1 or 0.9)."""
+    online: bool = False
+    """DeepConf online: the first ``warmup`` chains set the confidence bar for the later ones."""
+    warmup: int = Field(default=16, ge=1)
+    stop: StopRule = "none"
+    """Early stopping: ``esc``, ``beta``, ``dirichlet``, ``consensus`` or ``none`` (draw all n)."""
+    window: int = Field(default=4, ge=1)
+    """Samples per request when stopping early (ESC's window; 1 checks after every sample)."""
+    threshold: float = Field(default=0.95, gt=0, le=1)
+    """Posterior probability (``beta``, ``dirichlet``) or leader share (``consensus``) that stops."""
+    lookahead: int = Field(default=0, ge=0)
+    """Extra requests kept in flight while one is judged (lower latency; cancelled on stop)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SelfConsistencyOptions:
+        if self.online and self.keep >= 1:
+            raise ValueError(f"keep must be < 1 with online=True (the fraction kept), got {self.keep}.")
+        if self.online and self.warmup > self.n:
+            raise ValueError(f"warmup must be <= n={self.n}, got {self.warmup}.")
+        return self
 
 
 class SelfConsistency:
-    """Majority vote over canonical answer keys; ties go to the answer sampled first."""
+    """Vote over canonical answer keys of n chains; ties go to the answer sampled first."""
 
     name: ClassVar[str] = "self_consistency"
     Options = SelfConsistencyOptions
 
-    def __init__(self, options: SelfConsistencyOptions | None = None, **kw: object) -> None:
+    def __init__(self, options: SelfConsistencyOptions | None = None, *,
+                 scorers: Sequence[Any] | None = None, **kw: object) -> None:
         self.options = options or SelfConsistencyOptions(**kw)  # type: ignore[arg-type]
+        self.scorers = list(scorers or [])
         o = self.options
-        self.proposer = PromptProposer(ProposerOptions(prompt=o.prompt, sampling=o.sampling, chat=o.chat))
+        sampling = o.sampling
+        if sampling.logprobs is None and (o.weight in _NEEDS_LOGPROBS or o.keep < 1):
+            sampling = sampling.replace(logprobs=0)
+        self.proposer = PromptProposer(ProposerOptions(prompt=o.prompt, sampling=sampling, chat=o.chat))
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
-        candidates = await self.proposer.propose(problem, ctx, n=self.options.n)
-        groups = vote.group(candidates)
-        winner = vote.plurality(groups)
-        return Result.choose(problem, candidates, winner=groups[winner][0] if winner is not None else None,
-                             votes={k: len(v) for k, v in groups.items()})
+        o = self.options
+        if o.stop == "none" and not o.online:
+            candidates = await self.proposer.propose(problem, ctx, n=o.n)
+            if o.weight == "none" and o.keep == 1:  # the hot path: plain majority, nothing else
+                groups = vote.group(candidates)
+                winner = vote.plurality(groups)
+                first = groups[winner][0] if winner is not None else None
+                return Result.choose(problem, candidates, winner=first,
+                                     votes={k: len(v) for k, v in groups.items()})
+            kept, stopped = self._offline_keep(candidates), False
+        else:
+            candidates, kept, stopped = await self._sample(problem, ctx)
+        weights = await self._weights(candidates, ctx)
+        voters = [candidates[i] for i in kept]
+        pick = select.weighted_vote(voters, [weights[i] for i in kept])
+        meta: dict[str, Any] = {"votes": {k: len(v) for k, v in vote.group(voters).items()}}
+        if o.weight != "none":
+            meta["weights"] = vote.vote_counts(vote.group(voters), [weights[i] for i in kept])
+        if o.keep < 1:
+            meta["kept"] = len(kept)
+        if o.stop != "none":
+            meta["samples"], meta["stopped"] = len(candidates), stopped
+        return Result.choose(problem, candidates, winner=kept[pick] if pick is not None else None, **meta)
+
+    def _confidence(self, c: Candidate) -> float | None:
+        return select.confidence(c.completion, self.options.confidence, self.options.group)
+
+    def _chain_weight(self, c: Candidate) -> float:
+        """A weight that depends on the chain alone (1 for weights relative to other chains)."""
+        w = self.options.weight
+        if w == "mean_logprob":
+            lp = c.completion.mean_logprob if c.completion is not None else None
+        elif w == "confidence":
+            lp = self._confidence(c)
+        else:
+            return 1.0
+        return math.exp(lp) if lp is not None else 0.0
+
+    async def _weights(self, candidates: list[Candidate], ctx: Context) -> list[float]:
+        w = self.options.weight
+        if w == "seq_logprob":
+            return select.softmax_weights([c.completion.cumulative_logprob if c.completion else None
+                                           for c in candidates], self.options.weight_temperature)
+        if w == "score":
+            who = "self_consistency weight='score'"
+            found = resolve_verifiers(self.options.verifiers, self.scorers, ctx, who)
+            await score_candidates(candidates, ctx, found)
+            return [c.score if c.score is not None else 0.0 for c in candidates]
+        return [self._chain_weight(c) for c in candidates]
+
+    def _offline_keep(self, candidates: list[Candidate]) -> list[int]:
+        if self.options.keep >= 1:
+            return list(range(len(candidates)))
+        return select.top_fraction([self._confidence(c) for c in candidates], self.options.keep)
+
+    async def _sample(self, problem: Problem, ctx: Context) -> tuple[list[Candidate], list[int], bool]:
+        """Draw chains in windows; keep (online) and tally them as they arrive; stop when the rule says."""
+        o = self.options
+        seen: list[Candidate] = []
+        kept: list[int] = []
+        tally = Tally()
+        bar: list[float] = []  # the online confidence bar, once the warmup has set it
+
+        def judge(new: list[Candidate]) -> bool:
+            start = len(seen)
+            seen.extend(new)
+            if o.online and not bar:
+                confs = [self._confidence(c) for c in new]
+                mine = select.top_fraction(confs, o.keep)
+                bar.append(min(v for i in mine if (v := confs[i]) is not None) if mine else math.inf)
+            elif o.online:
+                mine = [i for i, c in enumerate(new)
+                        if (conf := self._confidence(c)) is not None and conf >= bar[0]]
+            else:
+                mine = range(len(new))
+            for i in mine:
+                kept.append(start + i)
+                tally.add(new[i].key, self._chain_weight(new[i]))
+            if o.weight == "none" and decided(tally, o.n - len(seen)):
+                return True
+            return should_stop(o.stop, tally, new, o.threshold)
+
+        first = o.warmup if o.online else o.window
+        candidates, stopped = await sample_windows(
+            ctx, self.proposer.request(problem, ctx, 1), o.n, lambda i: first if i == 0 else o.window,
+            o.lookahead, judge)
+        if not o.online and o.keep < 1:
+            kept = self._offline_keep(candidates)
+        return candidates, kept, stopped

@@ -14,7 +14,8 @@ from tts.types import Candidate
 __all__ = ["group", "majority", "plurality", "vote_counts"]
 
 
-def group(candidates: Sequence[Candidate], key: Callable[[Candidate], str | None] | None = None) -> dict[str, list[int]]:
+def group(candidates: Sequence[Candidate],
+          key: Callable[[Candidate], str | None] | None = None) -> dict[str, list[int]]:
     """Candidate indices by answer key, in order of first appearance (linear in n)."""
     out: dict[str, list[int]] = {}
     for i, c in enumerate(candidates):

@@ -42,7 +42,7 @@ def test_normalisation_and_hashing() -> None:
 
 
 def test_constraint_validation() -> None:
-    with pytest.raises(ConfigError, match="constraint.choices must list at least one option"):
+    with pytest.raises(ConfigError, match=r"constraint\.choices must list at least one option"):
         SamplingParams(constraint={"kind": "choice"})
     c = Constraint.choice(["yes", "no"])
     assert SamplingParams(constraint=c).constraint == c

@@ -38,7 +38,18 @@ from tts.strategies.greedy import Greedy
 from tts.strategies.self_consistency import SelfConsistency
 from tts.strategy import Proposer, Strategy
 from tts.task import Task
-from tts.types import Candidate, Completion, Message, Problem, Request, Result, Score, Trace, TraceEvent, Usage
+from tts.types import (
+    Candidate,
+    Completion,
+    Message,
+    Problem,
+    Request,
+    Result,
+    Score,
+    Trace,
+    TraceEvent,
+    Usage,
+)
 
 __version__ = "0.1.0"
 

@@ -39,24 +39,12 @@ def _set_sampling(options: dict[str, Any], cls: Any, **changes: Any) -> None:
 
 
 def build_from_spec(spec: Any) -> tuple[Any, Any, Any]:
-    """(backend, dataset, strategy) from a :class:`~tts.pipeline.PipelineSpec`."""
-    from tts.backends import make_backend
-    from tts.datasets import load_dataset
-    from tts.registry import REGISTRY
+    """(backend, dataset, strategy) from a :class:`~tts.pipeline.PipelineSpec` (the dataset carries
+    the pipeline's task overrides; the strategy its budgets)."""
+    from tts.pipeline import build_pipeline
 
-    cls = REGISTRY.get("strategy", spec.strategy.name)
-    from pydantic import ValidationError
-
-    from tts.sampling import format_validation_error
-
-    try:
-        strategy = cls(cls.Options(**spec.strategy.options()))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, prefix="strategy", model=cls.Options)) from None
-    d = spec.dataset
-    dataset = load_dataset(d.name, limit=d.limit, seed=d.seed, data_dir=d.data_dir, fields=d.fields, format=d.format)
-    backend = make_backend(spec.backend.name, **spec.backend.options)
-    return backend, dataset, strategy
+    pipeline = build_pipeline(spec)
+    return pipeline.backend, pipeline.dataset, pipeline.strategy
 
 
 def _progress_runner(label: str, total: int) -> Any:
@@ -177,7 +165,7 @@ def run(
                 raise ConfigError(f"--n does not apply to strategy {spec.strategy.name!r}; drop it.")
             options["n"] = n
         _set_sampling(options, cls, temperature=temperature, max_tokens=max_tokens)
-        spec.strategy = type(spec.strategy)(name=spec.strategy.name, **options)
+        spec.strategy = type(spec.strategy)(name=spec.strategy.name, limits=spec.strategy.limits, **options)
         be, ds, strat = build_from_spec(spec)
         fh = open(spec.run.out, "a", encoding="utf-8") if spec.run.out else None  # noqa: SIM115
         try:
@@ -232,6 +220,162 @@ def demo(
     typer.echo(f"self_consistency@{n} accuracy: {c.accuracy_b:.3f}")
     typer.echo(f"difference: {c.difference:+.3f} (paired bootstrap 95% CI [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}], "
                f"{c.problems} problems)")
+
+
+def _parse_sets(values: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set must be KEY=VALUE with a dotted key (strategy.n=4), got {item!r}.")
+        try:
+            out[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers (0,1,2), got {text!r}.") from None
+
+
+def _plan_table(rows: list[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="tts-scale study --dry-run")
+    for col in ("configuration", "problems", "seeds", "to run", "generations", "prompt tokens (est.)",
+                "completion tokens (at most)", "estimate"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for r in rows:
+        table.add_row(r.label, str(r.problems), str(r.seeds), str(r.remaining), f"{r.generations:,}",
+                      f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}", r.method)
+    return table
+
+
+def _study_table(metrics: list[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="tts-scale study")
+    for col in ("configuration", "accuracy [95% CI]", "tokens/problem", "samples", "calls", "P50 latency",
+                "failures"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for m in metrics:
+        acc = "n/a" if m.accuracy is None else f"{m.accuracy:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
+        p50 = "n/a" if m.latency_p50 is None else f"{m.latency_p50:.3f}"
+        table.add_row(m.label, acc, f"{m.total_tokens:.1f}", f"{m.samples:.1f}", f"{m.calls:.2f}", p50,
+                      f"{m.failure_rate + m.timeout_rate:.3f}")
+    return table
+
+
+@app.command()
+def study(
+    study_file: Path = typer.Argument(..., help="Study YAML (pipelines x budgets x seeds), or one pipeline YAML."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the generations and tokens needed; run nothing."),
+    limit: int | None = typer.Option(None, help="Problems per configuration (overrides every dataset.limit)."),
+    seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
+    backend: str | None = typer.Option(None, help="Backend of every pipeline (hf, vllm, openai, fake)."),
+    model: str | None = typer.Option(None, help="Model of every pipeline's backend."),
+    data_dir: str | None = typer.Option(None, help="Folder with local benchmark files."),
+    concurrency: int | None = typer.Option(None, help="Problems in flight at once."),
+    out: Path | None = typer.Option(None, help="Output folder (results.sqlite, manifest, CSV, report)."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE for every pipeline (dotted key, YAML value); "
+                                   "repeatable, e.g. --set strategy.n=4."),
+    report: bool | None = typer.Option(None, "--report/--no-report", help="Write the report at the end."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run a study; results land in SQLite as each problem finishes, and a rerun resumes."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from tts.study import StudyRunner, load_study
+
+        sections: dict[str, Any] = {}
+        if limit is not None:
+            sections.setdefault("dataset", {})["limit"] = limit
+        if data_dir is not None:
+            sections.setdefault("dataset", {})["data_dir"] = data_dir
+        if backend is not None:
+            sections["backend"] = {"name": backend}
+        if model is not None:
+            sections.setdefault("backend", {})["model"] = model
+        if concurrency is not None:
+            sections["run"] = {"concurrency": concurrency}
+        spec = load_study(study_file, sections=sections, overrides=_parse_sets(set_),
+                          seeds=_parse_seeds(seeds) if seeds else None, out=out)
+        if dry_run:
+            rows = StudyRunner(spec).plan()
+            _print(_plan_table(rows))
+            typer.echo(f"configurations={len(rows)}")
+            typer.echo(f"generations={sum(r.generations for r in rows)}")
+            typer.echo(f"prompt_tokens_estimate={sum(r.prompt_tokens for r in rows)}")
+            typer.echo(f"completion_tokens_at_most={sum(r.completion_tokens for r in rows)}")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            disable=not sys.stderr.isatty())
+        tasks: dict[str, Any] = {}
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        with progress:
+            outcome = StudyRunner(spec, progress=on_progress).run()
+        from tts.analysis import Price, compute_metrics
+        from tts.store import Store
+
+        with Store(outcome.store, readonly=True) as store:
+            price = Price(**spec.spec.price.model_dump()) if spec.spec.price else None
+            metrics = compute_metrics(store, price)
+        _print(_study_table(metrics))
+        typer.echo(f"ran {outcome.ran} problems, {outcome.skipped} already stored; results in {outcome.store}")
+        if report if report is not None else spec.spec.report:
+            try:
+                from tts.report import write_report
+
+                files = write_report(outcome.out)
+                typer.echo(f"report: {files.html}")
+            except ConfigError as exc:
+                typer.echo(f"no report: {exc}", err=True)
+    except (TTSError, OSError) as exc:
+        _fail(exc)
+
+
+@app.command("report")
+def report_cmd(
+    out: Path = typer.Argument(..., help="A study's output folder (or its results.sqlite)."),
+    html: Path | None = typer.Option(None, help="Where to write the HTML page (default: OUT/report.html)."),
+    price_prompt: float | None = typer.Option(None, help="USD per million prompt tokens (cost column)."),
+    price_completion: float | None = typer.Option(None, help="USD per million completion tokens."),
+) -> None:
+    """PNG plots and one self-contained HTML page from a study's results."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        from tts.analysis import Price
+        from tts.report import write_report
+
+        price = None
+        if price_prompt is not None or price_completion is not None:
+            price = Price(prompt=price_prompt or 0.0, completion=price_completion or 0.0)
+        if not out.exists():
+            raise ConfigError(f"study output {str(out)!r} not found; pass the folder a study wrote (its --out).")
+        files = write_report(out, html_path=html, price=price)
+    except (TTSError, OSError) as exc:
+        _fail(exc)
+        return
+    typer.echo(f"report: {files.html}")
+    for name, path in files.images.items():
+        typer.echo(f"{name}: {path}")
+
+
+# `tts-scale index` (retrieval indexes) and `tts-scale serve` (an OpenAI-compatible endpoint) are
+# added beside these commands.
 
 
 def main() -> None:

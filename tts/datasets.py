@@ -30,7 +30,7 @@ from typing import Any
 from tts.errors import DatasetError
 from tts.task import Task
 from tts.types import Problem
-from tts.verifiers import math as math_answers
+from tts.verifiers.math import gsm8k_reference, math_reference
 
 __all__ = ["BUILTIN_TASKS", "Dataset", "load_dataset", "parse_spec"]
 
@@ -46,7 +46,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.problems)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         return iter(self.problems)
 
     def subset(self, limit: int | None = None, seed: int | None = None) -> Dataset:
@@ -107,7 +107,7 @@ def _gen_larger(n: int, rng: random.Random) -> list[Problem]:
     return out
 
 
-def _gen_add(digits: int):  # type: ignore[no-untyped-def]
+def _gen_add(digits: int):
     lo, hi = (1, 9) if digits == 1 else (10, 99)
 
     def gen(n: int, rng: random.Random) -> list[Problem]:
@@ -155,24 +155,6 @@ _BENCHMARK_FILES = {"gsm8k": ("gsm8k_test.jsonl", "gsm8k.jsonl"), "math500": ("m
                     "game24": ("game24.csv",)}
 _BENCHMARK_HUB = {"gsm8k": ("openai/gsm8k", "main", "test"), "math500": ("HuggingFaceH4/MATH-500", None, "test")}
 _BENCHMARK_TASKS = {"gsm8k": GSM8K_TASK, "math500": MATH_TASK, "game24": GAME24_TASK}
-
-
-def gsm8k_reference(solution: str) -> str:
-    """The final answer of a GSM8K solution (the text after ``####``, separators stripped)."""
-    tail = solution.rsplit("####", 1)[-1].strip()
-    return tail.replace(",", "").replace("$", "").strip()
-
-
-def math_reference(solution: str) -> str:
-    """The final answer of a MATH solution: after "The answer is:", else the last ``\\boxed{}``."""
-    m = re.search(r"The answer is:\s*(.+?)\s*$", solution.strip(), re.DOTALL)
-    if m:
-        return m.group(1).strip()
-    boxed = math_answers.extract_boxed(solution)
-    if boxed is None:
-        raise DatasetError("math solution has neither 'The answer is:' nor \\boxed{}; map a reference field "
-                           "with fields={'reference': ...}.")
-    return boxed
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
@@ -262,7 +244,7 @@ def parse_spec(spec: str) -> tuple[str, int | None, int | None]:
     """``NAME[:N[:SEED]]`` -> (name, limit, seed). Paths may contain ':' only before the counts."""
     parts = spec.rsplit(":", 2)
     name, limit, seed = spec, None, None
-    tail = []
+    tail: list[int] = []
     while len(parts) > 1 and re.fullmatch(r"\d+", parts[-1]) and len(tail) < 2:
         tail.insert(0, int(parts.pop()))
     if tail:

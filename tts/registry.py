@@ -75,7 +75,7 @@ def _discover(package: str, kind: str, method: str, registry: Registry) -> None:
         for obj in vars(module).values():
             if (inspect.isclass(obj) and obj.__module__ == module.__name__
                     and isinstance(getattr(obj, "name", None), str) and callable(getattr(obj, method, None))):
-                registry.register(kind, obj.name, obj)
+                registry.register(kind, obj.name, obj)  # type: ignore[attr-defined]
 
 
 def register_builtins(registry: Registry) -> None:

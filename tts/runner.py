@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -174,13 +174,13 @@ def run_sync(coro_factory: Callable[[], Awaitable[T]]) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         asyncio.run(main())
-        return box["value"]  # type: ignore[no-any-return]
+        return box["value"]
     thread = threading.Thread(target=target, name="tts-run", daemon=True)
     thread.start()
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 def run(strategy: Strategy, problems: Iterable[Problem], backend: Backend | Scheduler, **kw: Any) -> Report:

@@ -124,7 +124,7 @@ class Constraint(BaseModel):
         return cls(kind="choice", choices=tuple(choices))
 
     @classmethod
-    def json(cls, schema: str | dict[str, Any] | None = None) -> Constraint:
+    def json(cls, schema: str | dict[str, Any] | None = None) -> Constraint:  # type: ignore[override]
         import json as _json
 
         text = _json.dumps(schema, sort_keys=True) if isinstance(schema, dict) else schema

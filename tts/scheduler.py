@@ -15,6 +15,7 @@ request of a merge is charged the engine's computation, the others have their wh
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,15 +124,14 @@ class Scheduler:
             try:
                 backend_handle = self.backend.submit(request)
             except Exception as exc:
-                for p in group:
-                    self._charge(p.sink, failures=1)
-                    if not p.handle.done():
-                        p.handle.future.set_exception(exc)
+                for failed in group:
+                    self._charge(failed.sink, failures=1)
+                    if not failed.handle.done():
+                        failed.handle.future.set_exception(exc)
                 continue
             self.stats.backend_requests += 1
             self._inflight[backend_handle] = group
-            backend_handle.future.add_done_callback(
-                lambda fut, bh=backend_handle, g=group: self._deliver(bh, g, fut))
+            backend_handle.future.add_done_callback(functools.partial(self._deliver, backend_handle, group))
 
     def _deliver(self, backend_handle: Handle, group: list[_Pending], fut: asyncio.Future[list[Completion]]) -> None:
         self._inflight.pop(backend_handle, None)

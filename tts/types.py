@@ -134,7 +134,7 @@ class Completion:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        d = {k: getattr(self, k) for k in self.__slots__}
         d.pop("prompt_text", None)
         return {k: v for k, v in d.items() if v is not None}
 
@@ -210,7 +210,7 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def add(self, other: Usage) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
+        for name in self.__slots__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def __add__(self, other: Usage) -> Usage:
@@ -220,7 +220,7 @@ class Usage:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -288,10 +288,7 @@ class Result:
     def choose(cls, problem: Problem, candidates: list[Candidate], winner: Candidate | int | None,
                **meta: Any) -> Result:
         """A result whose answer is ``winner``'s (a candidate or its index); ``None`` means no answer."""
-        if isinstance(winner, Candidate):
-            index = next(i for i, c in enumerate(candidates) if c is winner)
-        else:
-            index = winner
+        index = next(i for i, c in enumerate(candidates) if c is winner) if isinstance(winner, Candidate) else winner
         answer = candidates[index].answer if index is not None else None
         return cls(problem=problem, answer=answer, candidates=candidates, winner=index, meta=meta)
 

@@ -203,7 +203,7 @@ class SymbolicPool:
                 worker = None
                 raise WorkerUnavailable(
                     "the symbolic worker did not start: check that `python -c 'import math_verify'` "
-                    "works in this interpreter (pip install 'math-verify>=0.7')."
+                    "works in this interpreter (pip install 'math-verify>=0.8')."
                 )
             verdict, usable = worker.ask(next(self._ids), gold, pred, timeout)
             if not usable:
@@ -273,8 +273,10 @@ def _run_one(gold: str, pred: str, soft: float) -> dict[str, Any]:
     import signal
 
     global _armed
+    timer = hasattr(signal, "setitimer")  # POSIX; elsewhere only the parent's kill limits the time
     _armed = True
-    signal.setitimer(signal.ITIMER_REAL, soft)
+    if timer:
+        signal.setitimer(signal.ITIMER_REAL, soft)
     try:
         return {"status": "ok", "equal": _compare(gold, pred)}
     except _SoftTimeout:
@@ -283,7 +285,8 @@ def _run_one(gold: str, pred: str, soft: float) -> dict[str, Any]:
         return {"status": "error", "equal": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
     finally:
         _armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        if timer:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 _WARM_UP = (
@@ -305,7 +308,8 @@ def main() -> None:
     _die_with_parent()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # silence "timeout is disabled"
-    signal.signal(signal.SIGALRM, _on_alarm)
+    if hasattr(signal, "SIGALRM"):
+        signal.signal(signal.SIGALRM, _on_alarm)
     for gold, pred in _WARM_UP:
         _compare(gold, pred)
     out = sys.stdout

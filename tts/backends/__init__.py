@@ -45,7 +45,7 @@ class _CapabilityTable(dict[str, Capabilities]):
                 except (ConfigError, AttributeError):
                     continue
 
-    def items(self):  # type: ignore[override]
+    def items(self):
         self._load()
         return super().items()
 
@@ -55,4 +55,4 @@ BACKEND_CAPABILITIES: dict[str, Capabilities] = _CapabilityTable()
 
 def make_backend(name: str, **options: Any) -> Backend:
     """Build a backend by name with its options (``make_backend("hf", model="path")``)."""
-    return backend_class(name)(**options)  # type: ignore[no-any-return]
+    return backend_class(name)(**options)

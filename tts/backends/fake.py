@@ -262,6 +262,7 @@ class FakeBackend:
                     cut = text.find(s)
                     if cut >= 0:
                         text = text[:cut]
+                        tokens = min(tokens, len(text.split()) + 1)  # the stop string's token was generated
                 if tokens > p.max_tokens and not p.ignore_eos:
                     words_out = text.split()
                     text, tokens, finish = " ".join(words_out[: p.max_tokens]), p.max_tokens, "length"

@@ -83,7 +83,7 @@ _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort":
 class OpenAIOptions(BaseModel):
     """Options of the OpenAI-compatible backend."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_url: str | tuple[str, ...] = "http://127.0.0.1:8000/v1"
     """Server base URL(s), ending in ``/v1``; several URLs are load-balanced."""
@@ -199,6 +199,9 @@ class OpenAIBackend:
 
     def __init__(self, options: OpenAIOptions | None = None, **kw: Any) -> None:
         if options is None:
+            unknown = sorted(set(kw) - set(OpenAIOptions.model_fields))
+            if unknown:
+                raise ConfigError(_unknown_option("openai", unknown[0], OpenAIOptions))
             try:
                 options = OpenAIOptions(**kw)
             except ValidationError as exc:
@@ -585,6 +588,15 @@ class OpenAIBackend:
             total = int(usage.get("completion_tokens") or 0)
             _apportion(out, total)
         return out
+
+
+def _unknown_option(backend: str, name: str, model: type[BaseModel]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    valid = ", ".join(model.model_fields)
+    return f"{backend} backend: unknown option {name!r}{hint}; valid options: {valid}."
 
 
 def _apportion(completions: Sequence[Completion], total: int) -> None:

@@ -74,7 +74,7 @@ class VLLMOptions(BaseModel):
     """Options of the vLLM backend. Engine options are passed to ``vllm.LLM`` / ``AsyncEngineArgs``
     under the same names; ``None`` keeps vLLM's default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     model: str | None = None
     """Hugging Face id or local folder; ``None`` or ``"smollm2"``: the bundled SmolLM2-135M-Instruct."""
@@ -147,16 +147,21 @@ class VLLMOptions(BaseModel):
         return args
 
 
-_BACKEND_FIELDS = frozenset({"model", "mode", "engine_kwargs", "max_batch"})
+_BACKEND_FIELDS = frozenset({"model", "mode", "chat_template", "engine_kwargs", "max_batch"})
 _ENGINE_FIELDS = tuple(name for name in VLLMOptions.model_fields if name not in _BACKEND_FIELDS)
 
 
 def _parse_options(kw: dict[str, Any]) -> VLLMOptions:
     unknown = sorted(set(kw) - set(VLLMOptions.model_fields))
     if unknown:
+        import difflib
+
+        name = unknown[0]
+        close = difflib.get_close_matches(name, list(VLLMOptions.model_fields), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         valid = ", ".join(VLLMOptions.model_fields)
-        raise ConfigError(f"vllm backend: unknown option {unknown[0]!r}; valid options: {valid}. "
-                          "Pass other vllm.EngineArgs fields through engine_kwargs={...}.")
+        raise ConfigError(f"vllm backend: unknown option {name!r}{hint}; valid options: {valid}; "
+                          "other vllm.EngineArgs fields go in engine_kwargs={...}.")
     try:
         return VLLMOptions(**kw)
     except ValidationError as exc:
@@ -193,10 +198,12 @@ class VLLMBackend:
                 kw["mode"] = "async"
             options = _parse_options(kw)
         elif kw:
-            raise ConfigError("vllm backend: pass either options=VLLMOptions(...) or keyword options, not both.")
+            raise ConfigError("vllm backend: pass either options=VLLMOptions(...) or keyword options, "
+                              "not both.")
         if llm is not None and engine is not None:
             raise ConfigError("vllm backend: pass llm= (offline) or engine= (async), not both.")
-        if (llm is not None and options.mode != "offline") or (engine is not None and options.mode != "async"):
+        if (llm is not None and options.mode != "offline") or (
+                engine is not None and options.mode != "async"):
             raise ConfigError("vllm backend: llm= needs mode='offline' and engine= needs mode='async'.")
         self.options = options
         self._owned = llm is None and engine is None
@@ -215,8 +222,8 @@ class VLLMBackend:
         self.capabilities = Capabilities(
             n_sampling=True, prefix_reuse=options.enable_prefix_caching, logprobs=True,
             constraints=frozenset({"regex", "choice", "json", "grammar"}), beam_search=True,
-            priorities=options.scheduling_policy == "priority", aborts=options.mode == "async", penalties=True,
-            banned_words=True, min_p=True, seeds=True)
+            priorities=options.scheduling_policy == "priority", aborts=options.mode == "async",
+            penalties=True, banned_words=True, min_p=True, seeds=True)
         self._batcher = Batcher(self._run_batch, max_batch=options.max_batch)
         if self._owned:
             self._start(engine_factory)
@@ -269,8 +276,8 @@ class VLLMBackend:
             self._engine = asyncio.run_coroutine_threadsafe(build(), loop).result()
         except Exception as exc:
             self._stop_loop()
-            raise BackendError(f"vllm backend: the async engine failed to start ({type(exc).__name__}: {exc}); "
-                               "check the model, memory options and the log above.") from exc
+            raise BackendError(f"vllm backend: the async engine failed to start ({type(exc).__name__}: "
+                               f"{exc}); check the model, memory options and the log above.") from exc
 
     def _stop_loop(self) -> None:
         loop, thread = self._engine_loop, self._loop_thread
@@ -416,9 +423,9 @@ class VLLMBackend:
             seed = None
             if not self._warned_seed:
                 self._warned_seed = True
-                log.warning("vllm backend: per-request seeds are not supported by vLLM on CPU and are ignored; "
-                            "samples are reproducible through the engine seed (VLLMOptions.seed) for the same "
-                            "requests in the same order.")
+                log.warning("vllm backend: per-request seeds are not supported by vLLM on CPU and are "
+                            "ignored; samples are reproducible through the engine seed (VLLMOptions.seed) "
+                            "for the same requests in the same order.")
         kw: dict[str, Any] = dict(
             n=p.n, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or 0, min_p=p.min_p,
             max_tokens=p.max_tokens, min_tokens=p.min_tokens, stop=list(p.stop) or None, seed=seed,
@@ -469,55 +476,57 @@ class VLLMBackend:
         pr = self.render(request)  # fail fast on unrenderable prompts
         limit = self.max_model_len
         if limit is not None and len(pr.ids) >= limit:
-            raise BackendError(f"vllm backend: the prompt has {len(pr.ids)} tokens but max_model_len is {limit}; "
-                               "shorten the prompt or raise max_model_len.")
+            raise BackendError(f"vllm backend: the prompt has {len(pr.ids)} tokens but max_model_len is "
+                               f"{limit}; shorten the prompt or raise max_model_len.")
         if self.options.mode == "offline":
             return self._batcher.submit(request)
         return self._submit_async(request)
 
     # offline ------------------------------------------------------------
 
-    async def _run_batch(self, requests: list[Request]) -> list[list[Completion]]:
+    async def _run_batch(self, requests: list[Request]) -> list[list[Completion] | BaseException]:
         loop = asyncio.get_running_loop()
         assert self._executor is not None
         return await loop.run_in_executor(self._executor, self._generate_sync, requests)
 
-    def _generate_sync(self, requests: list[Request]) -> list[list[Completion]]:
+    def _generate_sync(self, requests: list[Request]) -> list[list[Completion] | BaseException]:
+        """One ``LLM.generate`` call for the sampling requests, one ``LLM.beam_search`` call per
+        distinct beam configuration. A failing beam group fails only its own requests."""
         from vllm.inputs import TokensPrompt
 
         llm = self._llm
         if llm is None:
             raise BackendError("vllm backend: the engine is shut down; build a new backend.")
-        results: list[list[Completion] | None] = [None] * len(requests)
+        results: list[list[Completion] | BaseException] = [[] for _ in requests]
+        rendered = [self.render(r) for r in requests]
         sample_idx = [i for i, r in enumerate(requests) if r.params.beam_width is None]
-        try:
-            if sample_idx:
-                prompts, params, priorities = [], [], []
-                for i in sample_idx:
-                    r = requests[i]
-                    pr = self.render(r)
-                    prompts.append(TokensPrompt(prompt_token_ids=pr.ids, prompt=pr.text))
-                    params.append(self.sampling_params(r.params))
-                    priorities.append(r.priority)
-                use_priority = self.options.scheduling_policy == "priority"
-                outputs = llm.generate(prompts, params, use_tqdm=False, priority=priorities if use_priority else None)
-                for i, out in zip(sample_idx, outputs, strict=True):
-                    results[i] = self._completions(out, self.render(requests[i]), requests[i].params)
-            beams: dict[SamplingParams, list[int]] = {}
-            for i, r in enumerate(requests):
-                if r.params.beam_width is not None:
-                    beams.setdefault(r.params, []).append(i)
-            for p, idx in beams.items():
-                rendered = [self.render(requests[i]) for i in idx]
-                outs = llm.beam_search([TokensPrompt(prompt_token_ids=pr.ids, prompt=pr.text) for pr in rendered],
+        if sample_idx:
+            prompts = [_tokens_prompt(TokensPrompt, rendered[i]) for i in sample_idx]
+            params = [self.sampling_params(requests[i].params) for i in sample_idx]
+            priority = ([requests[i].priority for i in sample_idx]
+                        if self.options.scheduling_policy == "priority" else None)
+            try:
+                outputs = llm.generate(prompts, params, use_tqdm=False, priority=priority)
+            except Exception as exc:
+                raise BackendError(f"vllm backend: generation failed ({type(exc).__name__}: {exc}).") from exc
+            for i, out in zip(sample_idx, outputs, strict=True):
+                results[i] = self._completions(out, rendered[i], requests[i].params)
+        beams: dict[SamplingParams, list[int]] = {}
+        for i, r in enumerate(requests):
+            if r.params.beam_width is not None:
+                beams.setdefault(r.params, []).append(i)
+        for p, idx in beams.items():
+            try:
+                outs = llm.beam_search([_tokens_prompt(TokensPrompt, rendered[i]) for i in idx],
                                        self._beam_params(p))
-                for i, pr, out in zip(idx, rendered, outs, strict=True):
-                    results[i] = self._beam_completions(out.sequences, pr, p)
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"vllm backend: generation failed ({type(exc).__name__}: {exc}).") from exc
-        return [r if r is not None else [] for r in results]
+            except Exception as exc:
+                err = BackendError(f"vllm backend: beam search failed ({type(exc).__name__}: {exc}).")
+                for i in idx:
+                    results[i] = err
+                continue
+            for i, out in zip(idx, outs, strict=True):
+                results[i] = self._beam_completions(out.sequences, rendered[i], p)
+        return results
 
     # async ---------------------------------------------------------------
 
@@ -556,7 +565,11 @@ class VLLMBackend:
             else:
                 future.set_result(f.result())
 
-        cf.add_done_callback(lambda f: caller.call_soon_threadsafe(settle, f) if not caller.is_closed() else None)
+        def hop(f: concurrent.futures.Future[list[Completion]]) -> None:
+            if not caller.is_closed():
+                caller.call_soon_threadsafe(settle, f)
+
+        cf.add_done_callback(hop)
 
         def cancel_cf(_h: Handle) -> None:
             cf.cancel()
@@ -575,8 +588,9 @@ class VLLMBackend:
         try:
             if p.beam_width is not None:
                 final = None
-                async for out in _OnlineBeamSearch(engine).beam_search(tokens_input(pr.ids, prompt=pr.text), rid,
-                                                                       self._beam_params(p)):
+                search = _OnlineBeamSearch(engine)
+                beam_prompt = tokens_input(pr.ids, prompt=pr.text)
+                async for out in search.beam_search(beam_prompt, rid, self._beam_params(p)):
                     final = out
                 if final is None:
                     raise BackendError("vllm backend: beam search returned nothing.")
@@ -597,15 +611,19 @@ class VLLMBackend:
 
     # ------------------------------------------------------------------ outputs
 
-    def _completions(self, out: Any, pr: _Prompt, p: SamplingParams, *, beam: bool = False) -> list[Completion]:
+    def _completions(self, out: Any, pr: _Prompt, p: SamplingParams, *,
+                     beam: bool = False) -> list[Completion]:
         prompt_tokens = len(out.prompt_token_ids) if out.prompt_token_ids is not None else len(pr.ids)
         cached = 0 if beam else int(out.num_cached_tokens or 0)
         completions = []
         outputs = sorted(out.outputs, key=lambda o: o.index)
         if beam:
             outputs = outputs[: p.n]
+        eos = self.tokenizer.eos_token_id if beam else None
         for rank, o in enumerate(outputs):
             token_ids = list(o.token_ids)
+            if beam and token_ids and token_ids[-1] == eos and not p.ignore_eos:
+                token_ids.pop()  # vLLM's online beam search keeps the EOS token in token_ids
             lps, tops = _logprobs(o.logprobs, token_ids, p.logprobs)
             text, finish = o.text, _FINISH.get(o.finish_reason or "length", "stop")
             if beam:
@@ -649,6 +667,10 @@ class _OnlineBeamSearch:
 
     def beam_search(self, prompt: Any, request_id: str, params: Any) -> Any:
         return self._mixin.beam_search(prompt, request_id, params)
+
+
+def _tokens_prompt(cls: Any, pr: _Prompt) -> Any:
+    return cls(prompt_token_ids=pr.ids, prompt=pr.text)
 
 
 def _caps_dict(caps: Capabilities) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+"""GSM8K with self-consistency in Python (the same objects as gsm8k_self_consistency.yaml).
+
+    python recipes/gsm8k_self_consistency.py --limit 20 --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import tts
+from tts.task import Task
+
+
+def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, tts.SelfConsistency]:
+    data = tts.load_dataset("gsm8k", limit=limit or 50, seed=0, data_dir=data_dir)
+    task = Task(name="gsm8k", instruction="End your reply with 'The answer is N.' where N is a number.",
+                cot_template="{question}\nLet's think step by step. {instruction}", answer_format="math")
+    strategy = tts.SelfConsistency(n=8, prompt="cot",
+                                   sampling=tts.SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256))
+    return data, task, strategy
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--data-dir", default=None, help="folder with gsm8k_test.jsonl (default: $TTS_DATA_DIR)")
+    parser.add_argument("--backend", default="hf")
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args(argv)
+    data, task, strategy = build(args.limit, args.data_dir)
+    backend = tts.make_backend(args.backend, **({"model": args.model} if args.model else {}))
+    report = tts.run(strategy, data.problems, backend, task=task, concurrency=16)
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    main()

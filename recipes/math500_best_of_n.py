@@ -1,0 +1,39 @@
+"""MATH-500 best-of-N with the math verifier in Python (the same objects as math500_best_of_n.yaml).
+A reward model joins as a second weighted verifier: verifiers=[..., {"name": "reward_model", "weight": 0.5}].
+
+    python recipes/math500_best_of_n.py --limit 10 --data-dir ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import tts
+from tts.strategies.best_of_n import BestOfN
+from tts.task import Task
+
+
+def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, BestOfN]:
+    data = tts.load_dataset("math500", limit=limit or 50, seed=0, data_dir=data_dir)
+    task = Task(name="math500", instruction="Put the final answer in \\boxed{}.",
+                cot_template="{question}\nSolve step by step. {instruction}", answer_format="math")
+    strategy = BestOfN(n=8, prompt="cot", sampling=tts.SamplingParams(temperature=0.8, max_tokens=384),
+                       select="best", verifiers=[{"name": "math", "options": {"timeout": 5.0}}], fallback="majority")
+    return data, task, strategy
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--data-dir", default=None, help="folder with math500_dev.jsonl (default: $TTS_DATA_DIR)")
+    parser.add_argument("--backend", default="hf")
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args(argv)
+    data, task, strategy = build(args.limit, args.data_dir)
+    backend = tts.make_backend(args.backend, **({"model": args.model} if args.model else {}))
+    report = tts.run(strategy, data.problems, backend, task=task, concurrency=8)
+    print(report.summary())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,388 @@
+"""Studies on the fake oracle backend: curves that match closed-form expectations, kill -9 and
+resume, dry runs, manifests, exports, comparisons, allocation, budgets and sweeps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tts.analysis import (
+    agreement,
+    compare_configs,
+    compute_metrics,
+    compute_optimal_allocation,
+    count_syllables,
+    curves,
+    flesch_reading_ease,
+    pareto_frontier,
+    subsample_problem,
+)
+from tts.cli import app
+from tts.errors import ConfigError
+from tts.store import RESULT_COLUMNS, SAMPLE_COLUMNS, TIMING_COLUMNS, Store
+from tts.study import StudyRunner, file_hash, load_results, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+P_CORRECT = (0.2, 0.4, 0.6, 0.8)
+WRONG = 4  # the oracle's default wrong answers: four numbers near the reference
+
+
+def write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return p
+
+
+def oracle_study(tmp_path: Path, *, problems: int = 200, budgets: str = "[32]", seeds: str = "[0]",
+                 extra: str = "", concurrency: int = 64) -> Path:
+    return write(tmp_path, f"""
+        name: oracle
+        dataset: {{name: add2, limit: {problems}, seed: 0}}
+        backend:
+          name: fake
+          oracle: {{p_correct: {list(P_CORRECT)}, length: [20, 60]}}
+        run: {{concurrency: {concurrency}}}
+        pipelines:
+          - label: greedy
+            strategy: {{name: greedy}}
+          - label: sc
+            strategy: {{name: self_consistency, sampling: {{temperature: 0.7, max_tokens: 256}}}}
+        budgets: {budgets}
+        seeds: {seeds}
+        out: {tmp_path / "out"}
+        report: false
+        {extra}
+        """)
+
+
+# ------------------------------------------------------------------ closed forms
+
+
+def majority_exact(p: float, n: int, wrong: int = WRONG) -> float:
+    """P(the plurality answer of n samples is right) when the right answer has probability p and
+    ``wrong`` wrong answers share the rest equally; ties go to the answer sampled first, which is
+    each tied answer with equal probability."""
+    q = (1 - p) / wrong
+    total = 0.0
+
+    def compositions(k: int, parts: int) -> Any:
+        if parts == 1:
+            yield (k,)
+            return
+        for first in range(k + 1):
+            for rest in compositions(k - first, parts - 1):
+                yield (first, *rest)
+
+    for c in range(1, n + 1):
+        pc = math.comb(n, c) * p ** c
+        for ws in compositions(n - c, wrong):
+            top = max(ws)
+            if top > c:
+                continue
+            coef = math.factorial(n - c) / math.prod(math.factorial(w) for w in ws)
+            prob = pc * coef * q ** (n - c)
+            total += prob if top < c else prob / (1 + sum(1 for w in ws if w == c))
+    return total
+
+
+def test_majority_closed_form_sanity() -> None:
+    assert majority_exact(0.3, 1) == pytest.approx(0.3)
+    assert majority_exact(0.3, 2) == pytest.approx(0.3)  # two samples: a tie goes to the first
+    assert majority_exact(1.0, 7) == pytest.approx(1.0)
+    assert majority_exact(0.6, 15) > majority_exact(0.6, 3) > 0.6
+
+
+def test_oracle_study_reproduces_known_curves(tmp_path: Path) -> None:
+    study = load_study(oracle_study(tmp_path))
+    outcome = StudyRunner(study).run()
+    assert outcome.ran == 2 * 200 and outcome.skipped == 0
+    with Store(outcome.store, readonly=True) as store:
+        found = {(c.label, c.method): c for c in curves(store, subsets=300)}
+        metrics = {m.label: m for m in compute_metrics(store)}
+    ps = [P_CORRECT[i % 4] for i in range(200)]
+    checked = 0
+    for n in (1, 2, 4, 8, 16, 32):
+        exact = {p: majority_exact(p, n) for p in P_CORRECT}
+        expect_major = float(np.mean([exact[p] for p in ps]))
+        expect_pass = float(np.mean([1 - (1 - p) ** n for p in ps]))
+        for method, expected in (("majority", expect_major), ("pass@k", expect_pass)):
+            c = found[("sc n=32", method)]
+            j = c.n.index(n)
+            # (an interval of values all equal to 1 has no width: allow the last digit)
+            assert c.ci_low[j] - 5e-4 <= expected <= c.ci_high[j] + 5e-4, (method, n, c.accuracy[j], expected)
+            assert abs(c.accuracy[j] - expected) < 0.05
+            checked += 1
+    assert checked == 12
+    # the configuration as run (a vote over all 32) is the curve's last point
+    assert metrics["sc n=32"].accuracy == pytest.approx(found[("sc n=32", "majority")].accuracy[-1])
+    assert found[("sc n=32", "majority")].tokens[-1] == pytest.approx(metrics["sc n=32"].total_tokens)
+    greedy = metrics["greedy"]
+    assert greedy.ci_low <= float(np.mean(ps)) <= greedy.ci_high  # type: ignore[operator]
+
+
+def test_subsampling_matches_exact_enumeration() -> None:
+    # samples: answer 1 (wrong), then answer 0 twice (right)
+    keys, key_correct = [1, 0, 0], [True, False]
+    rng = np.random.default_rng(0)
+    out = subsample_problem(keys, key_correct, [0.1, 0.9, 0.2], 3, 4000, rng)
+    # n=1: 2/3 right; n=2: {0,1} and {0,2} tie -> earliest (sample 0, wrong); {1,2} right -> 1/3
+    assert out["majority"][0] == pytest.approx(2 / 3, abs=0.03)
+    assert out["majority"][1] == pytest.approx(1 / 3, abs=0.03)
+    assert out["majority"][2] == 1.0
+    # best-of-n keeps the highest weight: sample 1 (right) whenever it is in the subset
+    assert out["best_of_n"][0] == pytest.approx(2 / 3, abs=0.03)
+    assert out["best_of_n"][1] == 1.0  # every pair holds a right sample that outweighs the wrong one
+    assert out["best_of_n"][2] == 1.0
+    # weighted: right key weighs 0.9+0.2 against 0.1
+    assert out["weighted"][2] == 1.0
+
+
+def test_readability_agreement_and_pareto() -> None:
+    assert [count_syllables(w) for w in ("cat", "table", "answer", "beautiful", "the", "42")] == [1, 2, 2, 3, 1, 1]
+    easy = flesch_reading_ease("The cat sat. The dog ran.")
+    hard = flesch_reading_ease("Consequently, the multiplicative decomposition necessitates considerable "
+                               "computational sophistication.")
+    assert easy is not None and hard is not None and easy > 90 > 0 > hard
+    assert flesch_reading_ease("") is None
+    assert agreement(["a", "a", "b", None]) == (0.5, 2)
+    assert agreement(["a"]) == (None, 1)
+    assert pareto_frontier([(10, 0.5, "a"), (20, 0.4, "b"), (30, 0.7, "c"), (5, 0.2, "d")]) == \
+        [(5, 0.2, "d"), (10, 0.5, "a"), (30, 0.7, "c")]
+
+
+# ------------------------------------------------------------------ kill -9 and resume
+
+
+def _table(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    keep = [c for c in RESULT_COLUMNS if c not in TIMING_COLUMNS]
+    con = sqlite3.connect(db)
+    results = con.execute(f"SELECT {', '.join(keep)} FROM results ORDER BY config_id, seed, problem_id").fetchall()
+    samples = con.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples "
+                          "ORDER BY config_id, seed, problem_id, idx").fetchall()
+    con.close()
+    return results, samples
+
+
+def _count(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_killed_study_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> None:
+    problems = 600
+    total = problems * 2  # greedy and sc n=8
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def study(folder: Path) -> tuple[Path, Path]:
+        folder.mkdir()
+        path = oracle_study(folder, problems=problems, budgets="[8]", concurrency=4)
+        return path, folder / "out" / "results.sqlite"
+
+    killed_yaml, killed_db = study(tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, "-m", "tts", "study", str(killed_yaml), "--no-report"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while _count(killed_db) < total // 5 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at_kill = _count(killed_db)
+    assert 0 < at_kill < total, f"kill came too late or too early: {at_kill} of {total} stored"
+
+    resumed = subprocess.run([sys.executable, "-m", "tts", "study", str(killed_yaml), "--no-report"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"ran {total - at_kill} problems, {at_kill} already stored" in resumed.stdout
+
+    clean_yaml, clean_db = study(tmp_path / "clean")
+    clean = subprocess.run([sys.executable, "-m", "tts", "study", str(clean_yaml), "--no-report"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    a, b = _table(killed_db), _table(clean_db)
+    assert len(a[0]) == total and len(a[1]) == problems * (1 + 8)
+    assert a == b
+
+
+def test_results_do_not_depend_on_order_or_concurrency(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sa = load_study(oracle_study(tmp_path / "a", problems=20, budgets="[4]", concurrency=20))
+    sb = load_study(oracle_study(tmp_path / "b", problems=20, budgets="[4]", concurrency=1))
+    sb.configs.reverse()
+    StudyRunner(sa).run()
+    StudyRunner(sb).run()
+    assert _table(sa.store_path) == _table(sb.store_path)
+
+
+# ------------------------------------------------------------------ dry run, manifest, exports
+
+
+def test_dry_run_counts_generations_and_runs_nothing(tmp_path: Path) -> None:
+    path = oracle_study(tmp_path, problems=10, budgets="[4, 16]", seeds="[0, 1]")
+    result = CliRunner().invoke(app, ["study", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert "generations=420" in lines  # 2 seeds x 10 problems x (greedy 1 + sc 4 + sc 16)
+    assert any(line.startswith("completion_tokens_at_most=") for line in lines)
+    assert not (tmp_path / "out").exists()
+    # after running part of it, the dry run counts only what is left
+    CliRunner().invoke(app, ["study", str(path), "--seeds", "0", "--no-report"])
+    again = CliRunner().invoke(app, ["study", str(path), "--dry-run"])
+    assert "generations=210" in again.output.splitlines()
+
+
+def test_manifest_csv_and_dataframe(tmp_path: Path) -> None:
+    study = load_study(oracle_study(tmp_path, problems=12, budgets="[4]", seeds="[3, 4]"))
+    outcome = StudyRunner(study).run()
+    manifest = json.loads((outcome.out / "manifest.json").read_text())
+    assert manifest["seeds"] == [3, 4] and manifest["seeded_requests"] is True
+    assert {"tts-scale", "numpy", "pydantic"} <= set(manifest["packages"])
+    assert "git" in manifest and manifest["models"][0]["backend"] == "fake"
+    cfgs = {c["label"]: c for c in manifest["configs"]}
+    assert set(cfgs) == {"greedy", "sc n=4"}
+    full = cfgs["sc n=4"]["config"]["strategy"]
+    assert full["n"] == 4 and full["sampling"]["temperature"] == 0.7 and full["prompt"] == "cot"
+    csv_lines = (outcome.out / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 2 * 12 * 2 and csv_lines[0].startswith("label,config_id,seed,problem_id")
+    assert (outcome.out / "summary.csv").read_text().count("\n") == 3
+    pytest.importorskip("pandas")
+    frame = load_results(outcome.out)
+    assert len(frame) == 48 and set(frame["label"]) == {"greedy", "sc n=4"}
+
+
+def test_file_hash_is_stable_and_content_sensitive(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "config.json").write_text("{}")
+    h1 = file_hash(folder)
+    assert h1 == file_hash(folder) and len(h1) == 64
+    (folder / "config.json").write_text('{"x": 1}')  # not a weight file
+    assert file_hash(folder) == h1
+    (folder / "model.safetensors").write_bytes(b"weights2")
+    assert file_hash(folder) != h1
+
+
+# ------------------------------------------------------------------ comparisons, allocation, sweeps
+
+
+def test_comparison_flags_a_significant_drop(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+        name: quant-like
+        dataset: {{name: add2, limit: 120}}
+        strategy: {{name: greedy}}
+        pipelines:
+          - label: full
+            backend: {{name: fake, oracle: {{p_correct: 0.9}}}}
+          - label: same
+            backend: {{name: fake, seed: 1, oracle: {{p_correct: 0.9}}}}
+          - label: degraded
+            backend: {{name: fake, oracle: {{p_correct: 0.5}}}}
+        comparisons: [{{a: full, b: degraded}}, {{a: full, b: same}}]
+        out: {tmp_path / "out"}
+        """)
+    study = load_study(path)
+    StudyRunner(study).run()
+    with Store(study.store_path, readonly=True) as store:
+        drop = compare_configs(store, "full", "degraded")
+        same = compare_configs(store, "full", "same")
+        with pytest.raises(ConfigError, match="not a configuration of this study"):
+            compare_configs(store, "full", "nope")
+    assert drop.pairs == 120 and drop.significant_drop and drop.difference < -0.25
+    assert drop.difference == pytest.approx(drop.accuracy_b - drop.accuracy_a)
+    assert not same.significant_drop and same.ci_low < 0 < same.ci_high
+
+
+def test_allocation_spends_more_samples_on_hard_problems(tmp_path: Path) -> None:
+    # half the problems are easy (p=0.95), half hard (p=0.45 against four wrong answers)
+    path = oracle_study(tmp_path, problems=240, budgets="[16]",
+                        extra="allocation: {pilot_samples: 4, bins: 2}")
+    text = path.read_text().replace(str(list(P_CORRECT)), "[0.95, 0.45]")
+    path.write_text(text)
+    study = load_study(path)
+    StudyRunner(study).run()
+    with Store(study.store_path, readonly=True) as store:
+        alloc = compute_optimal_allocation(store, pilot="sc n=16", pilot_samples=4, bins=2)
+    assert alloc is not None and alloc.fit_problems == alloc.eval_problems == 120
+    assert len(alloc.bin_edges) == 1 and alloc.rows
+    mid = alloc.rows[len(alloc.rows) // 2]
+
+    def n_of(label: str) -> int:
+        return int(label.rsplit("@", 1)[1]) if "@" in label else (1 if label == "greedy" else 16)
+
+    hard, easy = mid.choice  # bins are ordered by agreement: hardest first
+    assert n_of(hard) > n_of(easy)
+    assert all(0 <= r.eval_accuracy <= 1 and r.gain_ci[0] <= r.gain <= r.gain_ci[1] for r in alloc.rows)
+    assert max(r.gain for r in alloc.rows) > 0
+
+
+def test_budgets_apply_where_the_strategy_has_them_and_sweeps_cross(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        dataset: {name: add2, limit: 5}
+        backend: {name: fake}
+        pipelines:
+          - {label: greedy, strategy: {name: greedy}, sweep: {}}
+          - {label: sc, strategy: {name: self_consistency}}
+        budgets: [2, 4]
+        sweep: {strategy.sampling.temperature: [0.5, 1.0]}
+        """)
+    study = load_study(path)
+    labels = [c.label for c in study.configs]
+    assert labels == ["greedy", "sc n=2 T=0.5", "sc n=2 T=1.0", "sc n=4 T=0.5", "sc n=4 T=1.0"]
+    assert study.configs[4].spec.strategy.options()["sampling"]["temperature"] == 1.0
+    assert study.configs[4].resolved["strategy"]["n"] == 4
+    assert len({c.id for c in study.configs}) == 5
+    # greedy cannot sample at temperature 0.5: without opting out, the error names the field
+    path.write_text(path.read_text().replace(", sweep: {}", ""))
+    with pytest.raises(ConfigError, match="temperature must be 0 for greedy, got 0.5"):
+        load_study(path)
+
+
+def test_total_token_budget_stops_new_problems(tmp_path: Path) -> None:
+    path = oracle_study(tmp_path, problems=30, budgets="[4]", concurrency=1,
+                        extra="budget: {total_tokens: 500}")
+    study = load_study(path)
+    StudyRunner(study).run()
+    with Store(study.store_path, readonly=True) as store:
+        rows = store.results()
+    per_config: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        per_config.setdefault(r["config_id"], []).append(r)
+    for items in per_config.values():
+        used = sum(r["prompt_tokens"] + r["completion_tokens"] for r in items)
+        last = max(r["prompt_tokens"] + r["completion_tokens"] for r in items)
+        assert 500 <= used < 500 + last and len(items) < 30
+
+
+def test_study_errors_name_file_and_line(tmp_path: Path) -> None:
+    pipe = write(tmp_path, "strategy:\n  name: self_consistency\n  n: 0\n", "pipe.yaml")
+    study = write(tmp_path, f"pipelines:\n  - path: {pipe}\n", "s.yaml")
+    with pytest.raises(ConfigError, match=r"pipe\.yaml:3: strategy\.n must be >= 1, got 0\."):
+        load_study(study)
+    inline = write(tmp_path, "pipelines:\n  - label: x\n    strategy: {name: greedy, tempreature: 1}\n", "i.yaml")
+    with pytest.raises(ConfigError, match=r"i\.yaml:3: strategy\.tempreature is not a known field"):
+        load_study(inline)
+    typo = write(tmp_path, "pipelines: [{label: x}]\nseed: [1]\n", "t.yaml")
+    result = CliRunner().invoke(app, ["study", str(typo)])
+    assert result.exit_code == 2 and "seed is not a known field; did you mean 'seeds'?" in result.output
