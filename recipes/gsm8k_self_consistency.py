@@ -8,16 +8,17 @@ from __future__ import annotations
 import argparse
 
 import tts
+from tts.pipeline import Limited, Limits
 from tts.task import Task
 
 
-def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, tts.SelfConsistency]:
+def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, Limited]:
     data = tts.load_dataset("gsm8k", limit=limit or 50, seed=0, data_dir=data_dir)
     task = Task(name="gsm8k", instruction="End your reply with 'The answer is N.' where N is a number.",
                 cot_template="{question}\nLet's think step by step. {instruction}", answer_format="math")
     strategy = tts.SelfConsistency(n=8, prompt="cot",
                                    sampling=tts.SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256))
-    return data, task, strategy
+    return data, task, Limited(strategy, Limits(max_tokens=8000), label="budget")  # at most 8000 tokens a problem
 
 
 def main(argv: list[str] | None = None) -> None:

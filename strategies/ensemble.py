@@ -116,14 +116,14 @@ class Ensemble:
             label = m.name or f"{i}:{getattr(m.strategy, 'name', type(m.strategy).__name__)}"
             self.members.append((label, m.strategy, m.weight, scheduler))
 
-    def _context(self, ctx: Context, scheduler: Scheduler | None) -> Context:
+    def _context(self, ctx: Context, problem: Problem, scheduler: Scheduler | None) -> Context:
         if scheduler is None:
-            return ctx.child()
-        return Context(scheduler, ctx.task, problem=ctx.problem, seed=ctx.seed, verifier=ctx.verifier,
+            return ctx.child(problem)
+        return Context(scheduler, ctx.task, problem=problem, seed=ctx.seed, verifier=ctx.verifier,
                        extras=ctx.extras)
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
-        contexts = [self._context(ctx, s) for _, _, _, s in self.members]
+        contexts = [self._context(ctx, problem, s) for _, _, _, s in self.members]
         runs = [m[1].solve(problem, c) for m, c in zip(self.members, contexts, strict=True)]
         outcomes = await asyncio.gather(*runs, return_exceptions=True)
         candidates: list[Candidate] = []

@@ -34,9 +34,10 @@ class PromptProposer:
         o = self.options
         text = ctx.task.render(problem.question, o.prompt)
         params = o.sampling.with_n(n)
+        prefix = ctx.task.assistant_prefix
         if o.chat:
-            return Request.chat(text, params, system=ctx.task.system, priority=o.priority)
-        return Request(text, params, o.priority)
+            return Request.chat(text, params, system=ctx.task.system, priority=o.priority, assistant_prefix=prefix)
+        return Request(text, params, o.priority, prefix)
 
     async def propose(self, problem: Problem, ctx: Context, n: int) -> list[Candidate]:
         completions = await ctx.generate(self.request(problem, ctx, n))

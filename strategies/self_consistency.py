@@ -120,7 +120,7 @@ class SelfConsistency:
             meta["weights"] = vote.vote_counts(vote.group(voters), [weights[i] for i in kept])
         if o.keep < 1:
             meta["kept"] = len(kept)
-        if o.stop != "none":
+        if o.stop != "none" or o.online:
             meta["samples"], meta["stopped"] = len(candidates), stopped
         return Result.choose(problem, candidates, winner=kept[pick] if pick is not None else None, **meta)
 
@@ -162,6 +162,7 @@ class SelfConsistency:
         kept: list[int] = []
         tally = Tally()
         bar: list[float] = []  # the online confidence bar, once the warmup has set it
+        exact_counts = o.weight == "none" and (o.keep == 1 or o.online)  # the tally is the final vote
 
         def judge(new: list[Candidate]) -> bool:
             start = len(seen)
@@ -178,7 +179,7 @@ class SelfConsistency:
             for i in mine:
                 kept.append(start + i)
                 tally.add(new[i].key, self._chain_weight(new[i]))
-            if o.weight == "none" and decided(tally, o.n - len(seen)):
+            if exact_counts and decided(tally, o.n - len(seen)):
                 return True
             return should_stop(o.stop, tally, new, o.threshold)
 

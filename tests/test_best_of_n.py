@@ -7,6 +7,7 @@ import asyncio
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ from tts.context import Context
 from tts.stats import pass_at_k
 from tts.strategies import select
 from tts.strategies.best_of_n import BestOfN
-from tts.types import Candidate, Score
+from tts.types import Candidate, Result, Score
 
 PROBLEM = Problem("q1", "What is 6 times 7?", "42")
 
@@ -61,46 +62,46 @@ class Exact:
         return [Score(float(c.key == ref), passed=c.key == ref, verifier=self.name) for c in candidates]
 
 
-def bon(answers: Sequence[str], **kw: object) -> tuple[FakeBackend, object]:
+def bon(answers: Sequence[str], **kw: Any) -> tuple[FakeBackend, Result]:
     backend = FakeBackend.scripted(by_prompt={"6 times 7": replies(*answers)})
-    return backend, asyncio.run(solve(BestOfN(**kw), PROBLEM, backend))  # type: ignore[arg-type]
+    return backend, asyncio.run(solve(BestOfN(**kw), PROBLEM, backend))
 
 
 def test_best_picks_the_highest_score_with_one_request_and_one_verifier_call() -> None:
     table = Table({"7": 0.9, "42": 0.5, "9": 0.95})
     backend, result = bon(["42", "7", "9", "42"], n=4, scorers=[table])
-    assert result.answer == "9" and result.winner == 2  # type: ignore[attr-defined]
+    assert result.answer == "9" and result.winner == 2
     assert backend.requests == 1 and backend.completions_generated == 4
-    assert table.calls == 1 and result.usage.verifier_calls == 1 and result.usage.completions == 4  # type: ignore
-    assert result.meta == {"select": "best", "failed": 0}  # type: ignore[attr-defined]
+    assert table.calls == 1 and result.usage.verifier_calls == 1 and result.usage.completions == 4
+    assert result.meta == {"select": "best", "failed": 0}
 
 
 def test_best_score_ties_go_to_the_majority_of_the_tied_then_the_earliest() -> None:
     table = Table({"7": 1.0, "42": 1.0, "9": 0.2})
     _, result = bon(["7", "9", "42", "42", "9", "9"], n=6, scorers=[table])
-    assert result.answer == "42" and result.winner == 2  # type: ignore[attr-defined]  # 42 x2 beats 7 x1
+    assert result.answer == "42" and result.winner == 2  # 42 x2 beats 7 x1
     _, result = bon(["7", "42", "9"], n=3, scorers=[Table({"7": 1.0, "42": 1.0})])
-    assert result.answer == "7" and result.winner == 0  # type: ignore[attr-defined]
+    assert result.answer == "7" and result.winner == 0
 
 
 def test_weighted_sums_scores_per_answer_and_majority_skips_the_verifier() -> None:
     table = Table({"7": 0.9, "42": 0.5})
     _, result = bon(["42", "7", "42", "42"], n=4, scorers=[table], select="best")
-    assert result.answer == "7"  # type: ignore[attr-defined]
+    assert result.answer == "7"
     _, result = bon(["42", "7", "42", "42"], n=4, scorers=[table], select="weighted")
-    assert result.answer == "42" and result.winner == 0  # type: ignore[attr-defined]  # 1.5 > 0.9
+    assert result.answer == "42" and result.winner == 0  # 1.5 > 0.9
     table = Table({"7": 0.9, "42": 0.5})
     _, result = bon(["42", "7", "7", "42", "42"], n=5, scorers=[table], select="majority")
-    assert result.answer == "42" and table.calls == 0 and result.usage.verifier_calls == 0  # type: ignore
+    assert result.answer == "42" and table.calls == 0 and result.usage.verifier_calls == 0
 
 
 def test_all_failed_falls_back_to_majority_or_no_answer() -> None:
     answers = ["7", "9", "9", "8"]
     for how in ("best", "weighted"):
         _, result = bon(answers, n=4, scorers=[Exact()], select=how)
-        assert result.answer == "9" and result.meta["failed"] == 4, how  # type: ignore[attr-defined]
+        assert result.answer == "9" and result.meta["failed"] == 4, how
         _, result = bon(answers, n=4, scorers=[Exact()], select=how, fallback="none")
-        assert result.answer is None and result.winner is None, how  # type: ignore[attr-defined]
+        assert result.answer is None and result.winner is None, how
     # scores that say passed=False fail even with a high value; unanswered candidates never win
     cands = [Candidate("?", None, scores=[Score(5.0)]), Candidate("a", "1", key="1", scores=[Score(9.0, passed=False)]),
              Candidate("b", "2", key="2", scores=[Score(0.1)]), Candidate("c", "3", key="3", scores=[Score(math.nan)])]
@@ -113,17 +114,17 @@ def test_all_failed_falls_back_to_majority_or_no_answer() -> None:
 def test_several_verifiers_are_combined_by_weighted_sum() -> None:
     a, b = Table({"7": 1.0, "42": 0.0}), Table({"7": 0.0, "42": 1.0}, passed={"7": True, "42": True})
     _, result = bon(["7", "42"], n=2, scorers=[(a, 0.3), (b, 0.7)])
-    assert result.answer == "42" and result.usage.verifier_calls == 2  # type: ignore[attr-defined]
-    c = result.candidates[0]  # type: ignore[attr-defined]
+    assert result.answer == "42" and result.usage.verifier_calls == 2
+    c = result.candidates[0]
     assert [s.verifier for s in c.scores] == ["table", "table", "weighted_sum"]
     assert c.score == pytest.approx(0.3) and c.scores[-1].passed is True
     _, result = bon(["7", "42"], n=2, scorers=[(a, 0.8), (b, 0.2)])
-    assert result.answer == "7"  # type: ignore[attr-defined]
+    assert result.answer == "7"
 
 
 def test_verifiers_by_registered_name() -> None:
     _, result = bon(["7", "42", "7"], n=3, verifiers=["math"])
-    assert result.answer == "42" and [c.score for c in result.candidates] == [0.0, 1.0, 0.0]  # type: ignore
+    assert result.answer == "42" and [c.score for c in result.candidates] == [0.0, 1.0, 0.0]
     with pytest.raises(ValueError, match="verifier"):
         BestOfN(verifiers=["no-such-verifier"]).options.verifiers[0].build()
     backend = FakeBackend.scripted(default="The answer is 3.")
@@ -156,14 +157,14 @@ def test_best_of_n_with_an_exact_verifier_matches_unbiased_pass_at_n() -> None:
 
 
 @pytest.fixture(scope="module")
-def hf_backend():  # type: ignore[no-untyped-def]
+def hf_backend() -> Any:
     from tts.backends.hf import HFBackend
 
     return HFBackend()
 
 
 @pytest.mark.hf
-def test_best_of_n_on_hf(hf_backend) -> None:  # type: ignore[no-untyped-def]
+def test_best_of_n_on_hf(hf_backend: Any) -> None:
     data = load_dataset("add1:2")
     strategy = BestOfN(n=3, verifiers=["math"], sampling=SamplingParams(temperature=0.8, max_tokens=24))
     report = run(strategy, data.problems, hf_backend, task=data.task)

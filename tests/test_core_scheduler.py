@@ -160,3 +160,44 @@ def test_failures_are_isolated_per_problem() -> None:
     assert report.results[0].correct is True
     assert report.results[1].error is not None and "no scripted reply" in report.results[1].error
     assert report.summary().failures == 1 and report.usage.failures == 1
+
+
+def test_cancelled_in_flight_work_is_still_counted() -> None:
+    """A request cancelled while its batch runs: the caller sees Cancelled, usage still counts the
+    tokens the engine generated (they were paid for)."""
+    from tts import Capabilities, Completion
+    from tts.backends import Batcher
+
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def run_batch(requests: list[Request]) -> list[list[Completion] | BaseException]:
+            await gate.wait()
+            return [[Completion("x", 5, prompt_tokens=3) for _ in range(r.params.n)] for r in requests]
+
+        class Slow:
+            name = "slow"
+            capabilities = Capabilities()
+
+            def __init__(self) -> None:
+                self.batcher = Batcher(run_batch)
+
+            def submit(self, request: Request):  # type: ignore[no-untyped-def]
+                return self.batcher.submit(request)
+
+        sched = Scheduler(Slow())  # type: ignore[arg-type]
+        ctx = Context(sched)
+        handle = ctx.submit(Request("p", SamplingParams(n=2)))
+        for _ in range(5):  # let the scheduler flush and the batch start
+            await asyncio.sleep(0)
+        assert sched.stats.backend_requests == 1
+        assert handle.cancel()
+        with pytest.raises(Cancelled):
+            await handle
+        gate.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sched.usage.cancelled == 1
+        assert sched.usage.completion_tokens == 10 and ctx.usage.completion_tokens == 10
+
+    asyncio.run(main())

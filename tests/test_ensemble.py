@@ -4,6 +4,7 @@ backends, member failures; usage and traces gathered from every member; one run 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -116,14 +117,14 @@ def test_failed_members_are_recorded_and_left_out() -> None:
 
 
 @pytest.fixture(scope="module")
-def hf_backend():  # type: ignore[no-untyped-def]
+def hf_backend() -> Any:
     from tts.backends.hf import HFBackend
 
     return HFBackend()
 
 
 @pytest.mark.hf
-def test_ensemble_on_hf(hf_backend) -> None:  # type: ignore[no-untyped-def]
+def test_ensemble_on_hf(hf_backend: Any) -> None:
     data = load_dataset("add1:2")
     short = SamplingParams(temperature=0.8, max_tokens=24)
     strategy = Ensemble(members=[SelfConsistency(n=2, sampling=short),

@@ -11,6 +11,7 @@ token once per sample row. Recomputing the prompt per sample would add ``n * P``
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tts.backends.base import Capabilities
-from tts.errors import BackendError, ModelNotFound, UnsupportedControl
+from tts.errors import BackendError, ConfigError, ModelNotFound, UnsupportedControl
 from tts.sampling import Constraint, SamplingParams
 from tts.types import Completion, Request
 
@@ -231,8 +232,7 @@ def test_beam_search_returns_distinct_beams_by_score(backend):
     assert [b.index for b in beams] == [0, 1, 2]
     scores = [b.cumulative_logprob / b.token_count ** params.length_penalty for b in beams]
     assert all(s < 0 for s in scores)
-    assert scores == sorted(scores, reverse=True) or all(
-        later <= earlier + 1e-4 for earlier, later in zip(scores, scores[1:]))
+    assert all(later <= earlier + 1e-4 for earlier, later in itertools.pairwise(scores))
     assert d["prefill_tokens"] == beams[0].prompt_tokens - 1 + 3  # beams share the prompt's prefill
 
 
@@ -289,6 +289,20 @@ def test_generation_crash_is_a_backend_error(backend, monkeypatch):
     monkeypatch.setattr(backend.model, "generate", boom)
     with pytest.raises(BackendError, match="out of memory"):
         run(backend, Request.chat(MATH, greedy(4)))
+
+
+def test_invalid_constraint_fails_only_its_request(backend):
+    async def main() -> tuple[BaseException | None, list[Completion]]:
+        bad = backend.submit(Request.chat(MATH, greedy(4, constraint=Constraint.regex("[0-9"))))
+        good = backend.submit(Request.chat(MATH, greedy(4)))
+        results = await asyncio.gather(bad, good, return_exceptions=True)
+        return results[0], results[1]  # type: ignore[return-value]
+
+    before = counters(backend)
+    error, good = asyncio.run(main())
+    assert isinstance(error, ConfigError) and "constraint.pattern" in str(error)
+    assert len(good) == 1 and good[0].token_count >= 1
+    assert delta(before, counters(backend))["prefill_tokens"] == good[0].prompt_tokens
 
 
 def test_missing_package_raises_model_not_found(monkeypatch, tmp_path):

@@ -186,4 +186,4 @@ def test_hf_study_produces_a_report(tmp_path: Path, data_dir: Path, hf_study_bac
 def hf_study_backend() -> Any:
     from tts.backends.hf import HFBackend
 
-    return HFBackend(threads=2)
+    return HFBackend(threads=1)

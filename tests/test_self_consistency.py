@@ -10,6 +10,7 @@ import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -231,7 +232,7 @@ def test_options_are_validated() -> None:
 # ---------------------------------------------------------------- the adaptive benchmark's claim
 
 
-def _bench():  # type: ignore[no-untyped-def]
+def _bench() -> Any:
     spec = importlib.util.spec_from_file_location("bench_adaptive", ROOT / "bench" / "adaptive.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -250,14 +251,14 @@ def test_adaptive_reaches_99pct_of_fixed_32_with_at_most_40pct_of_samples() -> N
 
 
 @pytest.fixture(scope="module")
-def hf_backend():  # type: ignore[no-untyped-def]
+def hf_backend() -> Any:
     from tts.backends.hf import HFBackend
 
     return HFBackend()
 
 
 @pytest.mark.hf
-def test_adaptive_weighted_self_consistency_on_hf(hf_backend) -> None:  # type: ignore[no-untyped-def]
+def test_adaptive_weighted_self_consistency_on_hf(hf_backend: Any) -> None:
     data = load_dataset("add1:2")
     sc = SelfConsistency(n=4, stop="esc", window=2, weight="mean_logprob",
                          sampling=SamplingParams(temperature=0.8, max_tokens=24))

@@ -386,3 +386,19 @@ def test_study_errors_name_file_and_line(tmp_path: Path) -> None:
     typo = write(tmp_path, "pipelines: [{label: x}]\nseed: [1]\n", "t.yaml")
     result = CliRunner().invoke(app, ["study", str(typo)])
     assert result.exit_code == 2 and "seed is not a known field; did you mean 'seeds'?" in result.output
+
+
+def test_pipelines_on_one_backend_keep_their_own_datasets(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+        backend: {{name: fake}}
+        pipelines:
+          - {{label: a, dataset: {{name: larger, limit: 2}}, strategy: {{name: greedy}}}}
+          - {{label: b, dataset: {{name: add1, limit: 3}}, strategy: {{name: greedy}}}}
+        out: {tmp_path / "out"}
+        report: false
+        """)
+    study = load_study(path)
+    StudyRunner(study).run()
+    with Store(study.store_path, readonly=True) as store:
+        ids = {c["label"]: sorted(r["problem_id"] for r in store.results(c["config_id"])) for c in store.configs()}
+    assert ids == {"a": ["larger-0", "larger-1"], "b": ["add1-0", "add1-1", "add1-2"]}

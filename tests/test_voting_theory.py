@@ -33,6 +33,7 @@ every n of the grid 1, 2, 3, 4, 5, 8, 16, 32, 64, all prefixes of one n=64 pass)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import numpy as np
@@ -125,11 +126,11 @@ def test_simulated_majority_matches_closed_form(p: float, wrong: tuple[float, ..
         assert abs(sim[n] - exact[n]) <= band, f"n={n}: simulated {sim[n]:.4f}, exact {exact[n]:.4f}"
     if (p, wrong) == HURTS:
         tail = [exact[n] for n in GRID if n >= 8]
-        assert all(a > b for a, b in zip(tail, tail[1:], strict=False)), "voting must hurt from n=8 on"
+        assert all(a > b for a, b in itertools.pairwise(tail)), "voting must hurt from n=8 on"
         se = math.sqrt(0.3 * 0.7 / N_PROBLEMS)
         assert sim[64] < sim[1] - 8 * se, "64 votes must be clearly worse than one sample"
     else:
-        assert all(exact[a] <= exact[b] + 1e-12 for a, b in zip(GRID, GRID[1:], strict=False))
+        assert all(exact[a] <= exact[b] + 1e-12 for a, b in itertools.pairwise(GRID))
         assert sim[64] > sim[1] + 8 * math.sqrt(p * (1 - p) / N_PROBLEMS)
 
 

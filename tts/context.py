@@ -71,8 +71,9 @@ class Context:
 
     def parse(self, completion: Completion) -> Candidate:
         """A candidate from a completion: the task's answer extraction and canonical key."""
-        answer = self.task.extract(completion.text)
-        return Candidate(text=completion.text, answer=answer,
+        text = self.task.assistant_prefix + completion.text if self.task.assistant_prefix else completion.text
+        answer = self.task.extract(text)
+        return Candidate(text=text, answer=answer,
                          key=self.task.canonical(answer) if answer is not None else None, completion=completion)
 
     def canonical(self, answer: str | None) -> str:

@@ -93,6 +93,7 @@ __all__ = [
     "BudgetSpec",
     "ComponentSpec",
     "DatasetSpec",
+    "Limited",
     "Limits",
     "Pipeline",
     "PipelineSpec",

@@ -496,13 +496,16 @@ class StudyRunner:
         return self._datasets[key]
 
     def _backend(self, cfg: Configuration) -> tuple[Any, Any, list[Any]]:
-        """(backend, scheduler, problems) of a configuration (backends built once, shared)."""
+        """(backend, scheduler, problems) of a configuration. Backends are built once and shared
+        by the configurations that describe the same one; the fake oracle rewrites its dataset's
+        problems, so it is built per dataset."""
         from tts.scheduler import Scheduler
 
         ds = self._dataset(cfg)
         given = self.given.get(cfg.pipeline, self.given.get(cfg.spec.backend.name))
         key = f"given:{id(given)}" if given is not None else cfg.spec.backend.model_dump_json()
-        if "oracle" in cfg.spec.backend.options:
+        oracle = given is None and "oracle" in cfg.spec.backend.options
+        if oracle:
             key += cfg.spec.dataset.model_dump_json()
         if key not in self._backends:
             if given is not None:
@@ -511,7 +514,8 @@ class StudyRunner:
                 backend, problems = make_backend(cfg.spec.backend, ds.problems)
             scheduler = backend if isinstance(backend, Scheduler) else Scheduler(backend)
             self._backends[key] = (scheduler.backend, scheduler, list(problems or []))
-        return self._backends[key]
+        backend, scheduler, problems = self._backends[key]
+        return backend, scheduler, problems if oracle else list(ds.problems)
 
     # ---------------------------------------------------------------- dry run
 
@@ -636,11 +640,13 @@ class StudyRunner:
                           _kv_cache(backend))
         return finished, len(problems) - len(todo)
 
+    @property
+    def backends(self) -> list[Any]:
+        """The backends built (or given) so far, each once."""
+        return [backend for backend, _, _ in self._backends.values()]
+
     def _models(self) -> list[dict[str, Any]]:
-        out = []
-        for backend, _, _ in self._backends.values():
-            out.append(model_info(backend))
-        return out
+        return [model_info(backend) for backend in self.backends]
 
 
 def run_study(study: Study | str | Path, **kw: Any) -> StudyOutcome:

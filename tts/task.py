@@ -83,6 +83,8 @@ class Task:
     cot_template: str = "{question}\nLet's think step by step. {instruction}"
     system: str | None = None
     answer_format: str = "math"
+    assistant_prefix: str = ""
+    """Text the model's reply starts with (e.g. "The answer is"); extraction sees it too."""
     examples: tuple[tuple[str, str], ...] = field(default=())
 
     @property

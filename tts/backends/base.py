@@ -111,7 +111,7 @@ class Handle:
     __slots__ = ("_cancel_hook", "future", "request")
 
     def __init__(self, request: Request, future: asyncio.Future[list[Completion]],
-                 cancel_hook: Callable[[Handle], None] | None = None) -> None:
+                 cancel_hook: Callable[[Handle], bool | None] | None = None) -> None:
         self.request = request
         self.future = future
         self._cancel_hook = cancel_hook
@@ -126,12 +126,18 @@ class Handle:
         return self.future.done() and isinstance(self.future.exception(), Cancelled)
 
     def cancel(self) -> bool:
-        """Withdraw the request. Returns False when it had already finished."""
+        """Withdraw the request. Returns False when it had already finished.
+
+        The owner's cancel hook withdraws queued work or aborts in-flight work. A hook that returns
+        ``False`` keeps the handle open: the owner will still resolve it (with the partial or full
+        output of work already running), so whoever counts usage sees every generated token.
+        """
         if self.future.done():
             return False
+        settle = True
         if self._cancel_hook is not None:
-            self._cancel_hook(self)
-        if not self.future.done():
+            settle = self._cancel_hook(self) is not False
+        if settle and not self.future.done():
             self.future.set_exception(Cancelled("request cancelled"))
             self.future.exception()  # mark retrieved: nobody has to await a cancelled handle
         return True
@@ -171,7 +177,8 @@ class Batcher:
     for a request that failed alone; raising fails the whole batch.
     Batches run one at a time; requests submitted while a batch runs form the next batch, in
     priority order (lower first), at most ``max_batch`` requests each. Queued requests can be
-    cancelled; a running batch is not interrupted (its results are dropped for cancelled handles).
+    cancelled; a running batch is not interrupted: its results still reach the handles, so the
+    tokens they cost are counted.
     """
 
     def __init__(self, run_batch: RunBatch, *, max_batch: int | None = None) -> None:
@@ -195,12 +202,14 @@ class Batcher:
             self._worker = loop.create_task(self._drain())
         return handle
 
-    def _cancel(self, handle: Handle) -> None:
+    def _cancel(self, handle: Handle) -> bool:
+        """Drop queued work; work already in a running batch finishes and is delivered (False)."""
         for i, entry in enumerate(self._queue):
             if entry.handle is handle:
                 self._queue.pop(i)
                 heapq.heapify(self._queue)
-                return
+                return True
+        return False
 
     async def _drain(self) -> None:
         await asyncio.sleep(0)  # let every task of this turn submit first

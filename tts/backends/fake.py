@@ -232,9 +232,11 @@ class FakeBackend:
                 self._blocks.add(digest)
         return min(cached, max(len(words) - 1, 0))
 
-    def _rng(self, request: Request, prompt: str, index: int) -> random.Random:
+    def _rng(self, request: Request, prompt: str) -> random.Random:
+        """One generator per request, its samples drawn in order: a seeded request always gives the
+        same samples; an unseeded one gives fresh samples each time its prompt comes back."""
         if request.params.seed is not None:
-            return random.Random(f"{self.seed}|{request.params.seed}|{prompt}|{index}")
+            return random.Random(f"{self.seed}|{request.params.seed}|{prompt}")
         counter = self._sample_counter.setdefault(prompt, itertools.count())
         return random.Random(f"{self.seed}|*|{prompt}|{next(counter)}")
 
@@ -252,7 +254,8 @@ class FakeBackend:
             p = request.params
             outs: list[Completion] = []
             try:
-                replies = [self.model.reply(request, prompt, i, self._rng(request, prompt, i)) for i in range(p.n)]
+                rng = self._rng(request, prompt)
+                replies = [self.model.reply(request, prompt, i, rng) for i in range(p.n)]
             except Exception as exc:  # this request fails alone, as in a real engine
                 outputs.append(exc)
                 continue

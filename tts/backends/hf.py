@@ -178,25 +178,37 @@ class HFBackend:
 
     # ---------------------------------------------------------------- batches
 
-    async def _run_batch(self, requests: list[Request]) -> list[list[Completion]]:
+    async def _run_batch(self, requests: list[Request]) -> list[list[Completion] | BaseException]:
         return await asyncio.to_thread(self._generate_batch, requests)
 
-    def _generate_batch(self, requests: list[Request]) -> list[list[Completion]]:
-        """Render, group by sampling parameters, run the generate calls, reassemble per request."""
-        try:
-            prompts = [self._render(r) for r in requests]
-            results: list[list[Completion]] = [[] for _ in requests]
-            for params, members in _group(requests).items():
-                for units in _pack(members, requests, self.max_batch_sequences):
-                    seed = self._call_seed(params)
-                    outputs = self._generate_call(units, [prompts[u.request] for u in units], params, seed)
-                    for unit, completions in zip(units, outputs, strict=True):
-                        results[unit.request].extend(completions)
-            return results
-        except TTSError:
-            raise
-        except Exception as exc:
-            raise BackendError(f"hf backend: generation failed ({type(exc).__name__}: {exc}).") from exc
+    def _generate_batch(self, requests: list[Request]) -> list[list[Completion] | BaseException]:
+        """Render, group by sampling parameters, run the generate calls, reassemble per request.
+
+        A failure fails only the requests it concerns: a prompt that cannot be rendered fails its
+        request; a generate call that crashes fails that call's requests (:class:`BackendError`).
+        """
+        results: list[list[Completion] | BaseException] = [[] for _ in requests]
+        prompts: dict[int, _Prompt] = {}
+        for i, request in enumerate(requests):
+            try:
+                prompts[i] = self._render(request)
+            except Exception as exc:
+                results[i] = _as_error(exc)
+        for params, members in _group([requests[i] for i in prompts], list(prompts)).items():
+            for units in _pack(members, requests, self.max_batch_sequences):
+                try:
+                    outputs = self._generate_call(units, [prompts[u.request] for u in units], params,
+                                                  self._call_seed(params))
+                except Exception as exc:
+                    error = _as_error(exc)
+                    for unit in units:
+                        results[unit.request] = error
+                    continue
+                for unit, completions in zip(units, outputs, strict=True):
+                    done = results[unit.request]
+                    if not isinstance(done, BaseException):
+                        done.extend(completions)
+        return results
 
     def _render(self, request: Request) -> _Prompt:
         """The prompt text (chat template with the generation prompt, then the assistant prefix)
@@ -230,21 +242,22 @@ class HFBackend:
 
     def _generate_call(self, units: list[_Unit], prompts: list[_Prompt], params: SamplingParams,
                        seed: int) -> list[list[Completion]]:
+        """One ``model.generate`` over ``units``: prefill once, expand, decode, collect."""
         torch = self._torch
         beam = params.beam_width is not None
-        rows = [params.beam_width if beam else u.count for u in units]
-        input_ids, mask = self._pad([p.ids for p in prompts])
-        width = input_ids.shape[1]
+        rows = [params.beam_width or u.count for u in units]  # sequences decoded per unit
+        prompt_ids, prompt_mask = self._pad([p.ids for p in prompts])
+        width = prompt_ids.shape[1]
+        index = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(rows)).to(self.device)
+        row_ids, row_mask = prompt_ids[index], prompt_mask[index]
+        recorder = _LogprobRecorder(torch, params.logprobs or 0) \
+            if params.logprobs is not None and not beam else None
+        processors = self._processors(params, row_ids, row_mask, width, recorder)  # may refuse a grammar
+        # beam search expands the prompts itself (the prefilled cache is expanded to the beams)
+        input_ids, mask = (prompt_ids, prompt_mask) if beam else (row_ids, row_mask)
         with _GENERATE_LOCK, torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(seed)
-            cache = self._prefill(input_ids, mask, rows)
-            index = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(rows)).to(self.device)
-            row_ids, row_mask = input_ids[index], mask[index]
-            if not beam:  # beam search expands the prompts itself (the cache already is)
-                input_ids, mask = row_ids, row_mask
-            recorder = _LogprobRecorder(torch, params.logprobs or 0) \
-                if params.logprobs is not None and not beam else None
-            processors = self._processors(params, row_ids, row_mask, width, recorder)
+            cache = self._prefill(prompt_ids, prompt_mask, rows)
             self._prompt_phase = "generate"
             self.generate_calls += 1
             try:
@@ -252,24 +265,27 @@ class HFBackend:
                                           logits_processor=processors, **self._generate_kwargs(params))
             finally:
                 self._prompt_phase = None
-        sequences = out.sequences[:, width:].tolist()
+        logprobs: list[list[float]] | None = None
+        top: list[list[dict[str, float]]] | None = None
         if beam:
-            logprobs = self._beam_logprobs(out, width)
-            top: list[list[dict[str, float]]] | None = None
-            per_unit = params.n
-        else:
-            logprobs, top = (recorder.result(out.sequences[:, -1], self.tokenizer) if recorder else (None, None))
-            per_unit = 0
+            logprobs = self._beam_logprobs(out)
+        elif recorder is not None:
+            logprobs, top = recorder.result(out.sequences[:, -1], self.tokenizer)
+        return self._collect(units, prompts, params, out.sequences[:, width:].tolist(), logprobs, top)
+
+    def _collect(self, units: list[_Unit], prompts: list[_Prompt], params: SamplingParams,
+                 sequences: list[list[int]], logprobs: list[list[float]] | None,
+                 top: list[list[dict[str, float]]] | None) -> list[list[Completion]]:
+        """Completions per unit from the generated rows (in unit order, ``unit.count`` rows each)."""
         completions: list[list[Completion]] = []
         row = 0
-        for unit, prompt, n_rows in zip(units, prompts, rows, strict=True):
-            count = per_unit or n_rows
+        for unit, prompt in zip(units, prompts, strict=True):
             completions.append([
                 self._completion(sequences[row + j], params, prompt, unit.offset + j,
                                  logprobs[row + j] if logprobs is not None else None,
                                  top[row + j] if top is not None else None)
-                for j in range(count)])
-            row += count
+                for j in range(unit.count)])
+            row += unit.count
         return completions
 
     def _rng_devices(self) -> list[int]:
@@ -362,13 +378,23 @@ class HFBackend:
         return out
 
     def _compile(self, constraint: Constraint) -> Any:
-        """Compile a constraint with xgrammar (the compiler caches repeated grammars)."""
+        """Compile a constraint with xgrammar (the compiler caches repeated grammars); a
+        constraint xgrammar rejects is a :class:`ConfigError` naming the field."""
         import xgrammar as xgr
 
         if self._grammars is None:
             info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=self.model.config.vocab_size)
             self._grammars = xgr.GrammarCompiler(info)
-        compiler = self._grammars
+        field = {"regex": "pattern", "choice": "choices", "json": "schema", "grammar": "grammar"}[constraint.kind]
+        try:
+            return self._compile_with(self._grammars, constraint)
+        except (RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"constraint.{field} must be valid for kind={constraint.kind!r}, "
+                              f"got an error from xgrammar: {first}") from exc
+
+    @staticmethod
+    def _compile_with(compiler: Any, constraint: Constraint) -> Any:
         if constraint.kind == "regex":
             return compiler.compile_regex(constraint.pattern)
         if constraint.kind == "choice":
@@ -379,7 +405,7 @@ class HFBackend:
             return compiler.compile_json_schema(constraint.schema_)
         return compiler.compile_grammar(constraint.grammar)
 
-    def _beam_logprobs(self, out: Any, width: int) -> list[list[float]]:
+    def _beam_logprobs(self, out: Any) -> list[list[float]]:
         """Per-token log-probabilities along each returned beam (generate's processed scores)."""
         scores = self.model.compute_transition_scores(out.sequences, out.scores, out.beam_indices,
                                                       normalize_logits=False)
@@ -458,11 +484,20 @@ def _eos_ids(generation_config: Any, tokenizer: Any) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def _group(requests: list[Request]) -> dict[SamplingParams, list[int]]:
-    """Request indices by generate-call key: the sampling parameters, ``n`` aside (beam search
-    keeps ``n``: it sets the number of returned beams for the whole call)."""
+def _as_error(exc: Exception) -> TTSError:
+    """Errors of ours pass through; anything else is the engine failing (:class:`BackendError`)."""
+    if isinstance(exc, TTSError):
+        return exc
+    error = BackendError(f"hf backend: generation failed ({type(exc).__name__}: {exc}).")
+    error.__cause__ = exc
+    return error
+
+
+def _group(requests: list[Request], indices: list[int]) -> dict[SamplingParams, list[int]]:
+    """``indices`` (of ``requests``) by generate-call key: the sampling parameters, ``n`` aside
+    (beam search keeps ``n``: it sets the number of returned beams for the whole call)."""
     groups: dict[SamplingParams, list[int]] = defaultdict(list)
-    for i, request in enumerate(requests):
+    for i, request in zip(indices, requests, strict=True):
         p = request.params
         groups[p if p.beam_width is not None else p.with_n(1)].append(i)
     return groups

