@@ -66,7 +66,7 @@ def main() -> None:
         t0 = time.perf_counter()
         report = asyncio.run(arun(strategy, problems, backend, concurrency=args.prompts))
         wall = time.perf_counter() - t0
-        u = report.summary.usage
+        u = report.usage
         assert all(r.ok for r in report.results), [r.error for r in report.results if not r.ok][:1]
         return wall, u.prompt_tokens, u.computed_prompt_tokens, u.completion_tokens
 
@@ -83,6 +83,11 @@ def main() -> None:
     ratios: list[float] = []
     rows: list[dict[str, Any]] = []
     try:
+        # warm-up (not timed): the first engine steps at each batch shape are slow on CPU
+        t0 = time.perf_counter()
+        llm.generate(raw_prompts, VSamplingParams(n=args.n, max_tokens=8, ignore_eos=True), use_tqdm=False)
+        asyncio.run(arun(SelfConsistency(n=args.n, sampling=sampling.replace(max_tokens=8)), problems[:4], backend))
+        print(f"warm-up {time.perf_counter() - t0:.1f}s", flush=True)
         for rnd in range(args.rounds):
             order = [("tts", run_tts), ("raw", run_raw)] if rnd % 2 == 0 else [("raw", run_raw), ("tts", run_tts)]
             walls: dict[str, float] = {}

@@ -179,7 +179,8 @@ def test_defaults_are_filled_in_and_code_builds_the_same_spec(tmp_path: Path) ->
         """)
     from_yaml = load_pipeline(p)
     in_code = PipelineSpec(backend=BackendSpec(name="fake"), dataset=DatasetSpec(name="add2", limit=3),
-                           strategy=StrategySpec(name="self_consistency", n=4, sampling={"temperature": 0.5}))
+                           strategy=StrategySpec.model_validate({"name": "self_consistency", "n": 4,
+                                                                 "sampling": {"temperature": 0.5}}))
     resolved = from_yaml.resolved()
     assert resolved == in_code.check().resolved()
     sc = resolved["strategy"]
@@ -248,7 +249,9 @@ def test_task_section_sets_templates_and_answer_pattern() -> None:
     pipe = build_pipeline(spec)
     report = pipe.run()
     first = report.results[0]
-    prompt = first.trace.events[0].request.messages()[-1]["content"]  # type: ignore[union-attr]
+    request = first.trace.events[0].request
+    assert request is not None
+    prompt = request.messages()[-1]["content"]
     assert prompt.startswith("Q: What is") and prompt.endswith("| Reply ANSWER=<letter>.")
     assert [r.answer for r in report.results] == ["c", "c"]
     assert pipe.task.canonical("C") == "c"
@@ -267,9 +270,10 @@ def test_stage_limits_stop_a_stage_and_count_its_usage(twice: Any) -> None:
 
 
 def test_budget_section_limits_each_problem(twice: Any) -> None:
-    spec = PipelineSpec(backend=BackendSpec(name="fake", default="The answer is 2."),
+    spec = PipelineSpec(backend=BackendSpec.model_validate({"name": "fake", "default": "The answer is 2."}),
                         dataset=DatasetSpec(name="add1", limit=2),
-                        strategy=StrategySpec(name="test_twice", rounds=2), budget={"max_calls": 1})
+                        strategy=StrategySpec.model_validate({"name": "test_twice", "rounds": 2}),
+                        budget=BudgetSpec(max_calls=1))
     report = build_pipeline(spec).run()
     assert all("BudgetExceeded: budget: max_calls=1 reached" in (r.error or "") for r in report.results)
     assert all(r.usage.calls == 1 for r in report.results)
@@ -290,12 +294,20 @@ def test_python_recipes_can_pass_built_objects() -> None:
     sc = SelfConsistency(n=2)
     assert build_component(sc) is sc
     assert isinstance(build_component("greedy", "strategy"), object)
-    with pytest.raises(ConfigError, match="strategy.name must be a registered strategy"):
+    with pytest.raises(ConfigError, match=r"strategy\.name must be a registered strategy"):
         build_component({"name": "nope"}, "strategy")
     verifier = build_component({"name": "math", "timeout": 2.0}, "verifier")
     assert verifier.name == "math"
-    with pytest.raises(ConfigError, match="verifier.timeout must be a number"):
+    with pytest.raises(ConfigError, match=r"verifier\.timeout must be a number"):
         build_component({"name": "math", "timeout": "soon"}, "verifier")
+
+
+def test_task_spec_covers_every_task_field() -> None:
+    import dataclasses
+
+    from tts.task import Task
+
+    assert {f.name for f in dataclasses.fields(Task)} <= set(TaskSpec.model_fields)
 
 
 def test_task_spec_rejects_templates_without_question() -> None:

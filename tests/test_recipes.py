@@ -27,7 +27,7 @@ def test_every_recipe_has_yaml_and_python() -> None:
 
 
 def _fake(spec: Any, limit: int, data_dir: Path) -> Any:
-    spec.backend = BackendSpec(name="fake", default=REPLY)
+    spec.backend = BackendSpec.model_validate({"name": "fake", "default": REPLY})
     spec.dataset.limit = limit
     if spec.dataset.name in ("gsm8k", "math500"):
         spec.dataset.data_dir = str(data_dir)

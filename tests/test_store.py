@@ -14,7 +14,7 @@ from tts.store import RESULT_COLUMNS, Store
 
 
 def row(pid: str, seed: int = 0, correct: int | None = 1, **kw: Any) -> dict[str, Any]:
-    base = {c: None for c in RESULT_COLUMNS}
+    base: dict[str, Any] = {c: None for c in RESULT_COLUMNS}
     base.update(config_id="c1", seed=seed, problem_id=pid, position=int(pid[1:]), answer="4", reference="4",
                 correct=correct, timed_out=0, prompt_tokens=10, completion_tokens=20, calls=1, n_samples=2)
     base.update(kw)

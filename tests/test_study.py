@@ -355,7 +355,7 @@ def test_budgets_apply_where_the_strategy_has_them_and_sweeps_cross(tmp_path: Pa
     assert len({c.id for c in study.configs}) == 5
     # greedy cannot sample at temperature 0.5: without opting out, the error names the field
     path.write_text(path.read_text().replace(", sweep: {}", ""))
-    with pytest.raises(ConfigError, match="temperature must be 0 for greedy, got 0.5"):
+    with pytest.raises(ConfigError, match=r"temperature must be 0 for greedy, got 0\.5"):
         load_study(path)
 
 
@@ -402,3 +402,87 @@ def test_pipelines_on_one_backend_keep_their_own_datasets(tmp_path: Path) -> Non
     with Store(study.store_path, readonly=True) as store:
         ids = {c["label"]: sorted(r["problem_id"] for r in store.results(c["config_id"])) for c in store.configs()}
     assert ids == {"a": ["larger-0", "larger-1"], "b": ["add1-0", "add1-1", "add1-2"]}
+
+
+# ------------------------------------------------------------------ quantization check
+
+
+def test_quantize_keeps_sensitive_layers_in_mixed_mode() -> None:
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from tts.quantize import quantize_backend, sensitive_layers
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+
+        def forward(self, x: Any) -> Any:
+            return x + self.down(torch.relu(self.up(x)))
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Module()
+            self.model.layers = nn.ModuleList(Block() for _ in range(4))
+            self.lm_head = nn.Linear(8, 5)
+
+        def forward(self, x: Any) -> Any:
+            for block in self.model.layers:
+                x = block(x)
+            return self.lm_head(x)
+
+    class Holder:
+        def __init__(self) -> None:
+            torch.manual_seed(0)
+            self.model = Tiny().to(torch.bfloat16)
+
+    x = torch.randn(3, 8)
+    assert sensitive_layers(Tiny()) == ["lm_head", "model.layers.0.", "model.layers.3."]
+    mixed, full = Holder(), Holder()
+    reference = mixed.model.float()(x)
+    info = quantize_backend(mixed, "int8_mixed")
+    assert info["quantized"] == 4 and info["kept"] == ["lm_head", "model.layers.0.down", "model.layers.0.up",
+                                                       "model.layers.3.down", "model.layers.3.up"]
+    assert type(mixed.model.lm_head) is nn.Linear and type(mixed.model.model.layers[1].up) is not nn.Linear
+    assert mixed.quantization == info  # type: ignore[attr-defined]
+    assert quantize_backend(full, "int8")["quantized"] == 9
+    for holder in (mixed, full):
+        out = holder.model(x)
+        assert torch.allclose(out, reference, atol=0.1) and not torch.equal(out, reference)
+    with pytest.raises(ConfigError, match="quantize must be 'int8' or 'int8_mixed'"):
+        quantize_backend(Holder(), "int4")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="loaded torch model"):
+        quantize_backend(object())
+    with pytest.raises(ConfigError, match="backend.quantize applies to the hf backend only"):
+        from tts.pipeline import parse_pipeline
+
+        parse_pipeline({"backend": {"name": "fake", "quantize": "int8"}})
+
+
+@pytest.mark.hf
+def test_quantization_check_on_the_embedded_model(tmp_path: Path) -> None:
+    path = write(tmp_path, f"""
+        name: quantization
+        dataset: {{name: larger, limit: 4, seed: 1234}}
+        strategy: {{name: greedy, prompt: direct, sampling: {{temperature: 0, max_tokens: 8}}}}
+        pipelines:
+          - {{label: fp32, backend: {{name: hf, dtype: float32, threads: 1}}}}
+          - {{label: int8-mixed, backend: {{name: hf, dtype: float32, threads: 1, quantize: int8_mixed}}}}
+        comparisons: [{{a: fp32, b: int8-mixed}}]
+        allocation: null
+        out: {tmp_path / "out"}
+        report: false
+        """)
+    study = load_study(path)
+    outcome = StudyRunner(study).run()
+    assert outcome.ran == 8
+    manifest = json.loads((outcome.out / "manifest.json").read_text())
+    quant = [m for m in manifest["models"] if "quantization" in m]
+    assert len(quant) == 1 and quant[0]["quantization"]["mode"] == "int8_mixed"
+    assert "lm_head" in quant[0]["quantization"]["kept"] and quant[0]["quantization"]["quantized"] > 100
+    assert {m["sha256"] for m in manifest["models"]} == {manifest["models"][0]["sha256"]}  # same weights file
+    with Store(study.store_path, readonly=True) as store:
+        comp = compare_configs(store, "fp32", "int8-mixed")
+    assert comp.pairs == 4 and comp.ci_low <= comp.difference <= comp.ci_high

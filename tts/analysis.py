@@ -362,7 +362,7 @@ def curves(store: Store, *, subsets: int = 200, seed: int = 0, resamples: int = 
             if not per[m] or len(per[m]) != len(pids):
                 continue
             mat = np.array([np.mean(per[m][p], axis=0) for p in pids])
-            cis = [bootstrap_ci(mat[:, j], resamples=resamples, seed=seed) for j in range(n_max)]
+            cis = [bootstrap_ci(mat[:, j].tolist(), resamples=resamples, seed=seed) for j in range(n_max)]
             out.append(Curve(config_id=cid, label=cfg["label"], method=m, n=[int(x) for x in ns],
                              accuracy=[float(x) for x in mat.mean(axis=0)], ci_low=[c[1] for c in cis],
                              ci_high=[c[2] for c in cis], tokens=[float(x) for x in tokens.mean(axis=0)],
@@ -526,7 +526,7 @@ def _combine_frontiers(per_bin: list[list[tuple[float, float, int]]]) -> list[tu
     """Pareto frontier of (cost, value, choices) over one option per bin (costs and values add)."""
     states: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]
     for options in per_bin:
-        merged = [(c + oc, v + ov, ch + (oi,)) for c, v, ch in states for oc, ov, oi in options]
+        merged = [(c + oc, v + ov, (*ch, oi)) for c, v, ch in states for oc, ov, oi in options]
         merged.sort(key=lambda s: (s[0], -s[1]))
         states = []
         best = -math.inf
@@ -560,6 +560,7 @@ def compute_optimal_allocation(store: Store, curve_list: Sequence[Curve] | None 
     cfgs = store.configs()
     sample_rows = {c["config_id"]: store.samples(c["config_id"]) for c in cfgs}
     counts = {cid: Counter((s["seed"], s["problem_id"]) for s in rows) for cid, rows in sample_rows.items()}
+    pilot_cfg: dict[str, Any] | None
     if pilot is not None:
         pilot_cfg = _config_by_label(store, pilot)
     else:
@@ -590,8 +591,9 @@ def compute_optimal_allocation(store: Store, curve_list: Sequence[Curve] | None 
     half = len(problems) // 2
     fit = [problems[i] for i in order[:half]]
     held = [problems[i] for i in order[half:]]
-    qs = np.quantile([difficulty[p] for p in fit], np.linspace(0, 1, bins + 1)[1:-1]) if bins > 1 else []
-    edges = sorted(set(float(q) for q in qs))
+    qs: list[float] = np.quantile([difficulty[p] for p in fit], np.linspace(0, 1, bins + 1)[1:-1]).tolist() \
+        if bins > 1 else []
+    edges = sorted(set(qs))
 
     def bin_of(p: str) -> int:
         return int(np.searchsorted(edges, difficulty[p], side="right"))
@@ -611,7 +613,7 @@ def compute_optimal_allocation(store: Store, curve_list: Sequence[Curve] | None 
             continue
         cand = [(w * float(np.mean([cost(o, p) for p in members])), w * float(np.mean([o.acc[p] for p in members])),
                  i) for i, o in enumerate(options)]
-        per_bin.append([(c, v, i) for c, v, i in pareto_frontier(cand)])  # type: ignore[misc]
+        per_bin.append([(c, v, int(i)) for c, v, i in pareto_frontier(cand)])
     frontier = _combine_frontiers(per_bin)
     singles = pareto_frontier([(float(np.mean([o.tokens[p] for p in fit])), float(np.mean([o.acc[p] for p in fit])), i)
                                for i, o in enumerate(options)])

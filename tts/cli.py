@@ -19,6 +19,7 @@ from tts.errors import ConfigError, TTSError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Test-time scaling and reasoning orchestration for LLMs.")
 log = logging.getLogger("tts")
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 def _fail(exc: BaseException) -> None:
@@ -131,7 +132,7 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a strategy over a dataset and print a summary table."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
     try:
         from tts.pipeline import PipelineSpec, load_pipeline
         from tts.registry import REGISTRY
@@ -188,9 +189,15 @@ def demo(
     backend: str = typer.Option("hf", help="Backend (default: the embedded transformers CPU backend)."),
     model: str | None = typer.Option(None, help="Model id or local folder (default: SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed of the problem set and the samples."),
+    max_tokens: int = typer.Option(24, help="Maximum generated tokens per answer (both strategies)."),
+    temperature: float = typer.Option(0.7, help="Self-consistency sampling temperature."),
     out: Path | None = typer.Option(None, help="Write every result as a JSON line."),
 ) -> None:
-    """The CPU demo: greedy against self-consistency on a built-in task, with a paired bootstrap."""
+    """The CPU demo: greedy against self-consistency on a built-in task, with a paired bootstrap.
+
+    Both strategies get the same direct prompt, answer extraction and token limit; they differ only
+    in decoding (argmax versus n samples at ``temperature`` and a majority vote).
+    """
     logging.basicConfig(level=logging.WARNING)
     try:
         from tts.backends import make_backend
@@ -205,8 +212,11 @@ def demo(
         scheduler = Scheduler(be)
         fh = open(out, "a", encoding="utf-8") if out else None  # noqa: SIM115
         try:
-            greedy = _execute(scheduler, ds, Greedy(), concurrency=limit, seed=seed, out=fh, label="greedy")
-            sc = _execute(scheduler, ds, SelfConsistency(n=n), concurrency=limit, seed=seed, out=fh,
+            greedy_strategy = Greedy(prompt="direct", sampling={"temperature": 0, "max_tokens": max_tokens})
+            sc_strategy = SelfConsistency(n=n, prompt="direct",
+                                          sampling={"temperature": temperature, "max_tokens": max_tokens})
+            greedy = _execute(scheduler, ds, greedy_strategy, concurrency=limit, seed=seed, out=fh, label="greedy")
+            sc = _execute(scheduler, ds, sc_strategy, concurrency=limit, seed=seed, out=fh,
                           label=f"self_consistency@{n}")
         finally:
             if fh is not None:
@@ -220,6 +230,13 @@ def demo(
     typer.echo(f"self_consistency@{n} accuracy: {c.accuracy_b:.3f}")
     typer.echo(f"difference: {c.difference:+.3f} (paired bootstrap 95% CI [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}], "
                f"{c.problems} problems)")
+
+
+def _print_wide(obj: Any) -> None:
+    """Print a table at full width even when the output is not a terminal (logs, CI)."""
+    from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 160).print(obj)
 
 
 def _parse_sets(values: list[str]) -> dict[str, Any]:
@@ -289,7 +306,7 @@ def study(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a study; results land in SQLite as each problem finishes, and a rerun resumes."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
     try:
         from tts.study import StudyRunner, load_study
 
@@ -308,7 +325,7 @@ def study(
                           seeds=_parse_seeds(seeds) if seeds else None, out=out)
         if dry_run:
             rows = StudyRunner(spec).plan()
-            _print(_plan_table(rows))
+            _print_wide(_plan_table(rows))
             typer.echo(f"configurations={len(rows)}")
             typer.echo(f"generations={sum(r.generations for r in rows)}")
             typer.echo(f"prompt_tokens_estimate={sum(r.prompt_tokens for r in rows)}")
@@ -333,7 +350,7 @@ def study(
         with Store(outcome.store, readonly=True) as store:
             price = Price(**spec.spec.price.model_dump()) if spec.spec.price else None
             metrics = compute_metrics(store, price)
-        _print(_study_table(metrics))
+        _print_wide(_study_table(metrics))
         typer.echo(f"ran {outcome.ran} problems, {outcome.skipped} already stored; results in {outcome.store}")
         if report if report is not None else spec.spec.report:
             try:

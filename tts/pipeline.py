@@ -247,6 +247,9 @@ class TaskSpec(BaseModel):
     cot_template: str | None = None
     """Template of the ``cot`` (step by step) prompt."""
     system: str | None = None
+    """System message of chat prompts."""
+    assistant_prefix: str | None = None
+    """Text every answer starts with (generation continues from it)."""
     answer_format: str | None = None
     """How answers are keyed and compared: math, first_number, last_number, text, ..."""
     answer_pattern: str | None = None
@@ -740,7 +743,8 @@ class Limited:
         from tts.types import Usage
 
         # what this stage already spent on this problem (earlier calls through the same context)
-        spent = ctx.extras.setdefault(("tts.limits", id(self)), Usage())
+        extras: dict[Any, Any] = ctx.extras
+        spent = extras.setdefault(("tts.limits", id(self)), Usage())
         child = self._child(ctx, spent)
         try:
             if self.limits.max_wall_time is not None:

@@ -72,7 +72,8 @@ def quantize_backend(backend: Any, mode: QuantizeMode = "int8", *, keep: Sequenc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates the ao API in favour of torchao; it still works
         quantize_dynamic(model, {name: default_dynamic_qconfig for name in targets}, dtype=torch.qint8, inplace=True)
-    info = {"mode": mode, "quantized": len(targets), "kept": sorted(set(linear) - set(targets))}
+    kept = sorted(set(linear) - set(targets))
+    info: dict[str, Any] = {"mode": mode, "quantized": len(targets), "kept": kept}
     backend.quantization = info
-    log.info("quantized %d linear layers to int8 (%d kept)", len(targets), len(info["kept"]))
+    log.info("quantized %d linear layers to int8 (%d kept)", len(targets), len(kept))
     return info

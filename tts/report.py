@@ -350,11 +350,11 @@ def render_html(data: ReportData, images: dict[str, Path | None]) -> str:
         models = "; ".join(f"{m.get('backend')}: {m.get('model')}" + (f" (sha256 {m['sha256'][:12]})"
                                                                         if m.get("sha256") else "")
                            for m in man.get("models") or [])
-        meta = (f"<p class='meta'>seeds {html.escape(json.dumps(man.get('seeds')))}; git "
-                f"{html.escape(str(git.get('commit', 'n/a'))[:12])}{' (dirty)' if git.get('dirty') else ''}; "
+        commit = html.escape(str(git.get("commit", "n/a"))[:12]) + (" (dirty)" if git.get("dirty") else "")
+        meta = (f"<p class='meta'>seeds {html.escape(json.dumps(man.get('seeds')))}; git {commit}; "
                 f"models: {html.escape(models or 'n/a')}<br>packages: {html.escape(pk)}</p>")
-    sweep = (f"<h2>Temperature sweep</h2>{_img(images.get('temperature'), 'accuracy and diversity against temperature')}"
-             f"{_sweep_table(data.sweeps)}") if data.sweeps else ""
+    sweep_img = _img(images.get("temperature"), "accuracy and diversity against temperature")
+    sweep = f"<h2>Temperature sweep</h2>{sweep_img}{_sweep_table(data.sweeps)}" if data.sweeps else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>tts-scale study: {html.escape(data.name)}</title>
 <style>{_CSS}</style></head><body>
 <h1>Study: {html.escape(data.name)}</h1>{meta}

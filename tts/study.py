@@ -28,6 +28,15 @@ rerun skips every (configuration, seed, problem) already there. Requests are see
 (``SamplingParams.seed`` from the seed, the problem id and the request's position within the
 problem), so a problem's samples do not depend on what else ran, in which order, or whether the
 study was interrupted: a killed and resumed study stores the same table as an uninterrupted one.
+(The price on engines that cannot batch differently seeded requests, such as the ``hf`` backend
+today, is one engine call per problem; ``seeded: false`` batches across problems instead, and a
+resumed study then draws fresh samples for the problems it had not finished.)
+
+**Metrics.** Each result row records tokens, calls, verifier calls, latency (the scheduler's
+clock: virtual seconds on the fake backend), answer agreement and the Flesch reading ease of the
+final answer; each session of a (configuration, seed) records its wall time, the process's peak
+resident memory and, where the backend reports it as ``kv_cache_usage`` (an attribute or a
+method returning a fraction), the KV-cache use.
 
 **Outputs.** ``manifest.json`` (package versions, models and their file hashes, git revision,
 seeds, the full resolved configuration of every configuration), ``results.csv`` and
@@ -555,7 +564,7 @@ class StudyRunner:
         problems = ds.problems[:PLAN_PROBLEMS]
         if not problems:
             return 0.0, 0.0, 0.0
-        backend = FakeBackend(_PlanReplies())  # type: ignore[arg-type]
+        backend = FakeBackend(_PlanReplies())
         report = run(build_strategy(cfg.spec), problems, backend, task=apply_task(ds.task, cfg.spec.task),
                      concurrency=len(problems), seed=0)
         failed = [r.error for r in report.results if r.error]

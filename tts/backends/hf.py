@@ -19,7 +19,13 @@ sample row), where separate requests would cost ``n * P``.
 Decoding controls are applied by logits processors this module builds itself, in a fixed order
 (raw-logprob recorder, penalties, banned words, minimum length, grammar), before generate's own
 temperature / top-k / top-p / min-p warpers. Constraints use xgrammar's matchers; token-level beam
-search uses generate's beam search (deterministic, temperature ignored).
+search uses generate's beam search (deterministic, temperature ignored). Logprobs are those of the
+raw model distribution (before temperature and penalties), as in vLLM; for beams they are the
+beam-search scores of each chosen token.
+
+Seeds: each generate call seeds torch from (backend seed, request seed), or from (backend seed,
+a call counter) for unseeded requests. Requests share a call only when all their sampling
+parameters, the seed included, are equal, so a seeded request submitted again reproduces.
 
 torch and transformers are imported when a backend is built, never at ``import tts``.
 """
@@ -94,8 +100,12 @@ class HFBackend:
                  max_batch_sequences: int = 64, seed: int = 0, threads: int | None = None) -> None:
         if max_batch_sequences < 1:
             raise ConfigError(f"max_batch_sequences must be >= 1, got {max_batch_sequences}.")
-        self._transformers = import_transformers()
-        import torch
+        try:
+            self._transformers = import_transformers()
+            import torch
+        except ImportError as exc:
+            raise ConfigError(f"backend 'hf' needs torch and transformers ({exc}); "
+                              "install them with pip install 'tts-scale[cpu]'.") from exc
 
         self._torch = torch
         if threads is not None:
