@@ -179,6 +179,11 @@ def run(
         _fail(exc)
         return
     _print(_summary_table([report]))
+    failed = [r for r in report.results if not r.ok]
+    if failed:  # runtime failures: the summary is printed, the exit code says the run was not clean
+        typer.echo(f"error: {len(failed)} of {len(report.results)} problems failed; first: {failed[0].error}",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
