@@ -39,8 +39,8 @@ def word_tokenizer(words: list[str]) -> Any:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.add_special_tokens(SPECIALS)
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A", pair="[BOS] $A [SEP] $B", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[SEP]", vocab["[SEP]"])])
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", pair="[BOS] $A [SEP] $B", special_tokens=[
+        ("[BOS]", vocab["[BOS]"]), ("[SEP]", vocab["[SEP]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="[BOS]",
                                    sep_token="[SEP]", additional_special_tokens=["[STEP]"])
 
@@ -52,7 +52,8 @@ def _llama(vocab_size: int, num_labels: int, layers: int, hidden: int = 64, head
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
                       num_labels=num_labels, pad_token_id=0, bos_token_id=2, eos_token_id=2,
-                      id2label=id2label, label2id={v: k for k, v in (id2label or {}).items()} or None)
+                      id2label=id2label, label2id={v: k for k, v in (id2label or {}).items()} or None,
+                      )  # type: ignore[call-arg]  # num_labels & co. come from PretrainedConfig's **kwargs
     cls = LlamaForSequenceClassification if head == "sequence" else LlamaForTokenClassification
     return cls(cfg)
 
@@ -140,6 +141,7 @@ def train_sum_reward_model(path: Path, *, n: int = 10, steps: int = 300, seed: i
         texts.append(f"{QUESTION}\n{solution}")
         labels.append(int(ok))
     tokenizer = word_tokenizer([*QUESTION.split(), "+", "=", *map(str, range(2 * n))])
+    torch.manual_seed(seed)
     model = _llama(len(tokenizer), num_labels=2, layers=1, id2label={0: "wrong", 1: "correct"})
     with torch.no_grad():  # numeric prior: each number's value in dimension 0, "is a number" in dimension 1
         emb = model.model.embed_tokens.weight
@@ -189,17 +191,21 @@ def nli_example(rng: random.Random, facts: list[tuple[str, str]]) -> tuple[str, 
     return fact(x, y), fact(other, rng.choice([c for c in COUNTRIES if c != y])), 1
 
 
-def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0) -> CapitalTask:
+def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float = 5e-3, hidden: int = 64,
+                      layers: int = 2, batch: int = 64) -> CapitalTask:
     """Train and save (to ``path``) the capital-city NLI model; see the module docstring."""
+    import torch
+
     rng = random.Random(seed)
     facts = [(x, y) for x in CITIES for y in COUNTRIES]
     rng.shuffle(facts)
     task = CapitalTask(train_facts=facts[len(facts) // 5:], test_facts=facts[: len(facts) // 5])
     examples = [nli_example(rng, task.train_facts) for _ in range(4000)]
     tokenizer = word_tokenizer(["is", "the", "capital", "of", ".", *CITIES, *COUNTRIES])
-    model = _llama(len(tokenizer), num_labels=3, layers=2, id2label=NLI_LABELS)
+    torch.manual_seed(seed)
+    model = _llama(len(tokenizer), num_labels=3, layers=layers, hidden=hidden, id2label=NLI_LABELS)
     task.seconds = train_classifier(model, tokenizer, [(p, h) for p, h, _ in examples], [e[2] for e in examples],
-                                    steps=steps, lr=5e-3, seed=seed)
+                                    steps=steps, lr=lr, batch=batch, seed=seed)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return task

@@ -61,7 +61,7 @@ def test_bad_yaml_exits_2_naming_file_line_and_field(tmp_path: Path) -> None:
 
 def test_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
     rows = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
-    for prev, name in zip("abcdefg", "bcdefgh"):
+    for prev, name in zip("abcdefg", "bcdefgh", strict=True):
         rows.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(rows) + "\n")
@@ -102,9 +102,9 @@ def test_builtin_tasks_and_jsonl_mapping(tmp_path: Path) -> None:
     path.write_text('{"q": "2+2?", "gold": "4", "uid": "x1"}\n')
     ds = load_dataset(str(path), fields={"question": "q", "reference": "gold", "id": "uid"})
     assert ds.problems[0].id == "x1" and ds.problems[0].reference == "4"
-    with pytest.raises(DatasetError, match="invalid JSON"):
+    with pytest.raises(DatasetError, match=r"invalid JSON"):
         bad = tmp_path / "bad.jsonl"
         bad.write_text("{oops\n")
         load_dataset(str(bad))
-    with pytest.raises(DatasetError, match="pass a local JSONL/CSV file instead|needs the datasets library"):
+    with pytest.raises(DatasetError, match=r"pass a local JSONL/CSV file instead|needs the datasets library"):
         load_dataset("hf:nobody/nothing")

@@ -3,13 +3,15 @@ constraints, parsed scores, both presentation orders, P(yes) from log-probabilit
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from dataclasses import replace
+from typing import ClassVar
 
 import pytest
 
-from tts.backends.base import Capabilities
+from tts.backends.base import Batcher, Capabilities, Handle
 from tts.backends.fake import FakeBackend, Scripted
 from tts.context import Context
 from tts.errors import ConfigError, UnsupportedControl
@@ -164,8 +166,9 @@ async def test_pairwise_asks_both_orders_and_cancels_position_bias() -> None:
         assert (a, b) in shown and (b, a) in shown
     assert "[[A]] if Response A is better" in prompts(ctx)[0]
 
-    assert await judge.compare(PROBLEM, candidates[0], candidates[2], context(FakeBackend(Scripted(default=biased_judge)))) == 0.5
-    assert await judge.compare(PROBLEM, candidates[1], candidates[0], context(FakeBackend(Scripted(default=biased_judge)))) == 1.0
+    fresh = context(FakeBackend(Scripted(default=biased_judge)))
+    assert await judge.compare(PROBLEM, candidates[0], candidates[2], fresh) == 0.5  # bias alone cancels out
+    assert await judge.compare(PROBLEM, candidates[1], candidates[0], fresh) == 1.0
     assert judge.cost.calls == 2
 
 
@@ -186,27 +189,36 @@ async def test_pairwise_ring_of_opponents_and_constraint() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-class TopLogprobBackend(FakeBackend):
-    """A fake backend whose first generated token carries top log-probabilities, as vLLM gives."""
+class TopLogprobBackend:
+    """Wraps the fake engine so the first generated token carries top log-probabilities, as vLLM
+    and OpenAI-compatible servers give them."""
 
-    def __init__(self, tops: dict[str, dict[str, float]], **kw: object) -> None:
-        super().__init__(Scripted(default=lambda p: "Yes" if "42" in p.split("[Proposed solution]")[1] else "No"),
-                         **kw)  # type: ignore[arg-type]
+    name: ClassVar[str] = "top-logprobs"
+
+    def __init__(self, tops: dict[str, dict[str, float]]) -> None:
+        self.inner = FakeBackend(Scripted(default=lambda p: "Yes" if "42" in p.split("[Proposed solution]")[1]
+                                          else "No"))
+        self.capabilities = self.inner.capabilities
+        self.clock = self.inner.clock
         self.tops = tops
+        self._batcher = Batcher(self._run)
 
-    async def _run_batch(self, requests: list[Request]) -> list[list[Completion]]:
-        outputs = await super()._run_batch(requests)
+    def submit(self, request: Request) -> Handle:
+        return self._batcher.submit(request)
+
+    async def _run(self, requests: list[Request]) -> list[list[Completion] | BaseException]:
+        outputs = await asyncio.gather(*(self.inner.submit(r) for r in requests))
         for out in outputs:
             for c in out:
                 key = next(k for k in self.tops if k in (c.prompt_text or ""))
                 c.top_logprobs = [{t: math.log(p) for t, p in self.tops[key].items()}]
-        return outputs
+        return list(outputs)
 
 
 async def test_self_verification_reads_p_yes_from_top_logprobs() -> None:
     backend = TopLogprobBackend({"is 42": {" Yes": 0.6, "YES": 0.2, " No": 0.15, "Maybe": 0.05},
                                  "is 41": {" No": 0.7, " Yes": 0.1, "yes": 0.1, "Hmm": 0.1}})
-    ctx = context(backend)
+    ctx = Context(Scheduler(backend), problem=PROBLEM)
     verifier = SelfVerifier()
     scores = await ctx.verify([Candidate("6*7 is 42.", "42"), Candidate("6*7 is 41.", "41")], verifier)
     assert [s.value for s in scores] == pytest.approx([0.8 / 0.95, 0.2 / 0.9])
@@ -214,7 +226,7 @@ async def test_self_verification_reads_p_yes_from_top_logprobs() -> None:
     [request, _] = requests(ctx)
     assert request.params.logprobs == 5 and request.params.temperature == 0 and request.params.constraint is None
     assert prompts(ctx)[0].endswith("Is the final answer of the proposed solution (42) correct? Answer Yes or No.")
-    assert ctx.usage.verifier_calls == 1 and ctx.usage.calls == 2
+    assert ctx.usage.verifier_calls == 1 and ctx.usage.calls == 2 and backend.inner.requests == 2
 
 
 async def test_self_verification_falls_back_to_the_chosen_token_or_the_verdict() -> None:

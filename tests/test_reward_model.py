@@ -63,7 +63,7 @@ def test_aggregations() -> None:
     assert aggregate_steps(values, "product") == pytest.approx(0.36)
     assert aggregate_steps(values, "mean") == pytest.approx(2.2 / 3)
     with pytest.raises(ConfigError, match="aggregate"):
-        aggregate_steps(values, "max")  # type: ignore[arg-type]
+        aggregate_steps(values, "max")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -131,10 +131,8 @@ async def test_prm_token_mode_uses_step_rewards_per_candidate() -> None:
 
 
 class FakeTokenizer:
-    vocab = {"[STEP]": 7}
-
     def encode(self, text, add_special_tokens=False):
-        return [self.vocab.get(w, 1) for w in text.split()]
+        return [7 if w == "[STEP]" else 1 for w in text.split()]
 
 
 class FakeLLM:
@@ -236,8 +234,8 @@ async def test_trained_model_as_prm_finds_the_wrong_step(sum_rm: tuple[Path, Sum
     auroc_last = auroc([s.value for s in by_last], labels)
     # min sees a wrong first step; last only judges the final one
     assert auroc_min > 0.9 and auroc_min > auroc_last + 0.05
-    first_ok = [s.steps[0] for s, k in zip(by_min, kinds, strict=True) if k[0]]  # type: ignore[index]
-    first_bad = [s.steps[0] for s, k in zip(by_min, kinds, strict=True) if not k[0]]  # type: ignore[index]
+    first_ok = [s.steps[0] for s, k in zip(by_min, kinds, strict=True) if k[0]]
+    first_bad = [s.steps[0] for s, k in zip(by_min, kinds, strict=True) if not k[0]]
     assert auroc(first_ok + first_bad, [1] * len(first_ok) + [0] * len(first_bad)) > 0.9
 
 

@@ -424,7 +424,7 @@ def test_quantize_keeps_sensitive_layers_in_mixed_mode() -> None:
     class Tiny(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = nn.Module()
+            self.model: Any = nn.Module()
             self.model.layers = nn.ModuleList(Block() for _ in range(4))
             self.lm_head = nn.Linear(8, 5)
 
@@ -436,7 +436,7 @@ def test_quantize_keeps_sensitive_layers_in_mixed_mode() -> None:
     class Holder:
         def __init__(self) -> None:
             torch.manual_seed(0)
-            self.model = Tiny().to(torch.bfloat16)
+            self.model: Any = Tiny().to(torch.bfloat16)
 
     x = torch.randn(3, 8)
     assert sensitive_layers(Tiny()) == ["lm_head", "model.layers.0.", "model.layers.3."]
@@ -455,7 +455,7 @@ def test_quantize_keeps_sensitive_layers_in_mixed_mode() -> None:
         quantize_backend(Holder(), "int4")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="loaded torch model"):
         quantize_backend(object())
-    with pytest.raises(ConfigError, match="backend.quantize applies to the hf backend only"):
+    with pytest.raises(ConfigError, match=r"backend\.quantize applies to the hf backend only"):
         from tts.pipeline import parse_pipeline
 
         parse_pipeline({"backend": {"name": "fake", "quantize": "int8"}})

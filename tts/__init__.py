@@ -33,9 +33,17 @@ from tts.registry import REGISTRY, build_strategy
 from tts.runner import Comparison, Report, Summary, arun, compare, run, solve
 from tts.sampling import Constraint, SamplingParams
 from tts.scheduler import Scheduler
+from tts.strategies.best_of_n import BestOfN
 from tts.strategies.cot import CoT
+from tts.strategies.ensemble import Ensemble, Member
+from tts.strategies.few_shot import FewShot
 from tts.strategies.greedy import Greedy
+from tts.strategies.least_to_most import LeastToMost
+from tts.strategies.program_of_thought import ProgramOfThought
+from tts.strategies.refine import Refine
 from tts.strategies.self_consistency import SelfConsistency
+from tts.strategies.thinking import Thinking
+from tts.strategies.universal_self_consistency import UniversalSelfConsistency
 from tts.strategy import Proposer, Strategy
 from tts.task import Task
 from tts.types import (
@@ -57,10 +65,12 @@ __all__ = [
     "REGISTRY",
     "Backend",
     "BackendError",
+    "BestOfN",
     "BudgetExceeded",
     "Cancelled",
     "Candidate",
     "Capabilities",
+    "ChoiceVerifier",
     "CoT",
     "Comparison",
     "Completion",
@@ -70,15 +80,25 @@ __all__ = [
     "CostModel",
     "Dataset",
     "DatasetError",
+    "Ensemble",
     "FakeBackend",
+    "FewShot",
+    "Game24Verifier",
     "Greedy",
     "Handle",
+    "LeastToMost",
+    "MathVerifier",
+    "Member",
     "Message",
     "ModelNotFound",
     "OracleModel",
     "OracleSpec",
     "Problem",
+    "ProgramOfThought",
+    "ProgramVerifier",
     "Proposer",
+    "QAVerifier",
+    "Refine",
     "Report",
     "Request",
     "RequestTimeout",
@@ -92,10 +112,14 @@ __all__ = [
     "Summary",
     "TTSError",
     "Task",
+    "Thinking",
     "Trace",
     "TraceEvent",
+    "UniversalSelfConsistency",
     "UnsupportedControl",
     "Usage",
+    "Verifier",
+    "VerifierCost",
     "__version__",
     "arun",
     "build_strategy",

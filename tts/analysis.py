@@ -124,6 +124,7 @@ class ConfigMetrics:
     config_id: str
     label: str
     pipeline: str
+    dataset: str
     budget: Any
     sweep: dict[str, Any]
     rows: int
@@ -204,7 +205,8 @@ def compute_metrics(store: Store, price: Price | None = None, *, resamples: int 
         prompt, cached, completion = mean_of("prompt_tokens"), mean_of("cached_prompt_tokens"), \
             mean_of("completion_tokens")
         out.append(ConfigMetrics(
-            config_id=cfg["config_id"], label=cfg["label"], pipeline=cfg["pipeline"], budget=cfg["budget"],
+            config_id=cfg["config_id"], label=cfg["label"], pipeline=cfg["pipeline"],
+            dataset=str((cfg["spec"].get("dataset") or {}).get("name", "")), budget=cfg["budget"],
             sweep=cfg["sweep"], rows=len(rows), problems=len({r["problem_id"] for r in rows}),
             scored=sum(1 for r in rows if r["correct"] is not None), accuracy=acc, ci_low=lo, ci_high=hi,
             prompt_tokens=prompt, cached_prompt_tokens=cached, completion_tokens=completion,
@@ -544,7 +546,8 @@ def compute_optimal_allocation(store: Store, curve_list: Sequence[Curve] | None 
     the best single configuration.
 
     Difficulty is estimated without labels: the agreement among the first ``pilot_samples``
-    samples of the ``pilot`` configuration (default: the one with the most samples per problem).
+    samples of the ``pilot`` configuration (default: among the configurations with that many
+    samples per problem, the most accurate on the fitting half).
     Problems are split in two halves (seeded); on the first, bins are cut at agreement quantiles
     and, for every budget level (the token costs of the Pareto-optimal single configurations),
     the per-bin choice that maximises accuracy within the budget is found exactly (Pareto
@@ -560,14 +563,23 @@ def compute_optimal_allocation(store: Store, curve_list: Sequence[Curve] | None 
     cfgs = store.configs()
     sample_rows = {c["config_id"]: store.samples(c["config_id"]) for c in cfgs}
     counts = {cid: Counter((s["seed"], s["problem_id"]) for s in rows) for cid, rows in sample_rows.items()}
+    def enough(c: dict[str, Any]) -> bool:
+        found = counts[c["config_id"]]
+        return bool(found) and min(found.values()) >= pilot_samples
+
     pilot_cfg: dict[str, Any] | None
     if pilot is not None:
         pilot_cfg = _config_by_label(store, pilot)
-    else:
-        ranked = sorted(cfgs, key=lambda c: -(min(counts[c["config_id"]].values()) if counts[c["config_id"]] else 0))
-        pilot_cfg = ranked[0] if ranked else None
-    if pilot_cfg is None or not counts[pilot_cfg["config_id"]] or \
-            min(counts[pilot_cfg["config_id"]].values()) < pilot_samples:
+    else:  # the most accurate configuration on the fitting half among those with enough samples
+        def fit_accuracy(c: dict[str, Any]) -> float:
+            acc = _per_problem_accuracy(store.results(c["config_id"]))
+            ids = sorted(acc)
+            fit_ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:len(ids) // 2]]
+            return float(np.mean([acc[p] for p in fit_ids])) if fit_ids else 0.0
+
+        candidates = [c for c in cfgs if enough(c)]
+        pilot_cfg = max(candidates, key=fit_accuracy) if candidates else None
+    if pilot_cfg is None or not enough(pilot_cfg):
         return None
     pid_cfg = pilot_cfg["config_id"]
     first_seed = min(s for s, _ in counts[pid_cfg])
@@ -582,9 +594,9 @@ def compute_optimal_allocation(store: Store, curve_list: Sequence[Curve] | None 
         difficulty[p] = agreement([s["key"] for s in head])[0] or 0.0
         pilot_cost[p] = float(pilot_rows[p]["prompt_tokens"] or 0) + sum(float(s["tokens"] or 0) for s in head)
 
-    options = _options(store, curve_list)
-    problems = sorted(p for p in difficulty if all(p in o.acc and p in o.tokens for o in options))
-    options = [o for o in options if all(p in o.acc for p in problems)]
+    # options that ran every pilot problem (configurations on other datasets drop out)
+    options = [o for o in _options(store, curve_list) if all(p in o.acc and p in o.tokens for p in difficulty)]
+    problems = sorted(difficulty)
     if len(problems) < 4 or not options:
         return None
     order = np.random.default_rng(seed).permutation(len(problems))

@@ -1,7 +1,13 @@
 """The ``tts-scale`` command line: a thin layer over the Python API.
 
-Configuration and usage errors exit with code 2 and one line naming the field and the fix; runtime
-failures exit with code 1.
+- ``run``: one pipeline (a YAML file and/or flags) over a dataset, with a summary table;
+- ``demo``: the CPU demo, greedy against self-consistency with a paired bootstrap;
+- ``study``: pipelines x budgets x seeds into SQLite, resumable, ``--dry-run`` to cost it first
+  (:mod:`tts.study`);
+- ``report``: PNG plots and one HTML page from a study's results (:mod:`tts.report`).
+
+Flags override the file. Configuration and usage errors exit with code 2 and one line naming the
+field and the fix; runtime failures exit with code 1.
 """
 
 from __future__ import annotations

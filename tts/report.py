@@ -118,36 +118,40 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_accuracy_tokens(data: ReportData, path: Path) -> Path:
+    """One panel per dataset (a frontier across datasets would compare unlike problems)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    datasets = list(dict.fromkeys(m.dataset for m in data.metrics)) or [""]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.5 * len(datasets) ** 0.75 + 0.5, 5), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    points: list[tuple[float, float, str]] = []
-    for i, m in enumerate(data.metrics):
-        if m.accuracy is None:
-            continue
-        color = colors[i % len(colors)]
-        yerr = [[m.accuracy - (m.ci_low or m.accuracy)], [(m.ci_high or m.accuracy) - m.accuracy]]
-        ax.errorbar([max(m.total_tokens, 1e-9)], [m.accuracy], yerr=yerr, fmt="o", color=color, capsize=3,
-                    label=m.label)
-        points.append((m.total_tokens, m.accuracy, m.label))
-    for c in data.curves:
-        if c.method != "majority" or len(c.n) < 2:
-            continue
-        idx = next((i for i, m in enumerate(data.metrics) if m.config_id == c.config_id), 0)
-        ax.plot(c.tokens, c.accuracy, "-", color=colors[idx % len(colors)], alpha=0.5, linewidth=1.2)
-        points += [(t, a, f"{c.label} maj@{n}") for t, a, n in zip(c.tokens, c.accuracy, c.n, strict=True)]
-    front = pareto_frontier([p for p in points if p[0] > 0])
-    if front:
-        xs = [p[0] for p in front]
-        ys = [p[1] for p in front]
-        ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1.5, label="Pareto frontier")
-    if points and all(p[0] > 0 for p in points):
-        ax.set_xscale("log")
-    ax.set_xlabel("tokens per problem (prompt + completion)")
-    ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy against compute (lines: majority vote over n subsampled samples)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    color_of = {m.config_id: colors[i % len(colors)] for i, m in enumerate(data.metrics)}
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        points: list[tuple[float, float, str]] = []
+        ids = set()
+        for m in data.metrics:
+            if m.dataset != dataset or m.accuracy is None:
+                continue
+            ids.add(m.config_id)
+            yerr = [[m.accuracy - (m.ci_low or m.accuracy)], [(m.ci_high or m.accuracy) - m.accuracy]]
+            ax.errorbar([max(m.total_tokens, 1e-9)], [m.accuracy], yerr=yerr, fmt="o", color=color_of[m.config_id],
+                        capsize=3, label=m.label)
+            points.append((m.total_tokens, m.accuracy, m.label))
+        for c in data.curves:
+            if c.method != "majority" or len(c.n) < 2 or c.config_id not in ids:
+                continue
+            ax.plot(c.tokens, c.accuracy, "-", color=color_of[c.config_id], alpha=0.6, linewidth=1.2)
+            points += [(t, a, f"{c.label} maj@{n}") for t, a, n in zip(c.tokens, c.accuracy, c.n, strict=True)]
+        front = pareto_frontier([p for p in points if p[0] > 0])
+        if front:
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linestyle="--",
+                    linewidth=1.5, label="Pareto frontier")
+        if points and all(p[0] > 0 for p in points):
+            ax.set_xscale("log")
+        ax.set_xlabel("tokens per problem (prompt + completion)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{dataset}: accuracy against compute" if dataset else "accuracy against compute", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Points: configurations as run (95% CI); lines: majority vote over n subsampled samples", fontsize=9)
     return _save(fig, path)
 
 
@@ -197,15 +201,22 @@ def plot_temperature(data: ReportData, path: Path) -> Path | None:
 
 
 def plot_latency(data: ReportData, path: Path) -> Path | None:
+    """Box plots with every problem's latency drawn over them (jittered), one row per configuration."""
     labels = [k for k, v in data.latencies.items() if v]
     if not labels:
         return None
+    import numpy as np
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.6))
-    ax.boxplot([data.latencies[k] for k in labels], vert=False, showfliers=True)
+    values = [data.latencies[k] for k in labels]
+    ax.boxplot(values, vert=False, showfliers=False, widths=0.6)
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(values, start=1):
+        ax.scatter(v, i + rng.uniform(-0.18, 0.18, len(v)), s=6, alpha=0.5, color="tab:blue")
     ax.set_yticks(range(1, len(labels) + 1))
     ax.set_yticklabels(labels, fontsize=7)
-    ax.set_xlabel("latency per problem (s; virtual seconds on the fake backend)")
+    ax.set_xlabel("latency per problem, queueing included (s; virtual seconds on the fake backend)")
     ax.set_title("Latency distributions")
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)

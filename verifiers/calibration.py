@@ -149,17 +149,28 @@ class Calibrator(Protocol):
 
 @dataclass
 class PlattScaling:
-    """Platt scaling: p = sigmoid(a * score + b), fit by regularised maximum likelihood with
-    Platt's smoothed targets (robust when a class is rare). Fits distortions that are monotone
-    and sigmoid-shaped, such as over- or under-confidence; works on any real scores."""
+    """Platt scaling: p = sigmoid(a * x + b), fit by maximum likelihood with Platt's smoothed
+    targets (robust when a class is rare). ``x`` is the raw score (any real number: rewards,
+    logits), or with ``logit=True`` the log-odds of a probability score, which undoes over- and
+    under-confidence exactly (temperature scaling plus a bias)."""
 
     a: float = 1.0
     b: float = 0.0
+    logit: bool = False
     fitted: bool = False
+
+    def _x(self, scores: np.ndarray) -> np.ndarray:
+        if not self.logit:
+            return scores
+        if scores.size and (scores.min() < 0 or scores.max() > 1):
+            raise ConfigError("PlattScaling(logit=True) needs probability scores in [0, 1]; use logit=False.")
+        clipped = np.clip(scores, 1e-6, 1 - 1e-6)
+        return np.asarray(np.log(clipped / (1 - clipped)))
 
     def fit(self, scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
             iterations: int = 100) -> PlattScaling:
-        s, y = _arrays(scores, labels)
+        raw, y = _arrays(scores, labels)
+        s = self._x(raw)
         n_pos, n_neg = y.sum(), y.size - y.sum()
         t = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
         a, b = 0.0, float(np.log((n_pos + 1) / (n_neg + 1)))
@@ -178,7 +189,7 @@ class PlattScaling:
     def __call__(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
         if not self.fitted:
             raise ConfigError("PlattScaling is not fitted: call .fit(scores, labels) first.")
-        s = np.asarray(scores, dtype=float)
+        s = self._x(np.asarray(scores, dtype=float))
         return np.asarray(1.0 / (1.0 + np.exp(-(self.a * s + self.b))))
 
 
@@ -226,13 +237,15 @@ class IsotonicCalibration:
 
 
 def fit_calibrator(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
-                   method: Literal["platt", "isotonic"] = "platt") -> PlattScaling | IsotonicCalibration:
-    """A calibrator fitted on labelled scores (1 = the candidate was correct)."""
-    if method == "platt":
-        return PlattScaling().fit(scores, labels)
+                   method: Literal["platt", "platt_logit", "isotonic"] = "platt"
+                   ) -> PlattScaling | IsotonicCalibration:
+    """A calibrator fitted on labelled scores (1 = the candidate was correct): ``platt`` on raw
+    scores, ``platt_logit`` on the log-odds of probability scores, or ``isotonic``."""
+    if method in ("platt", "platt_logit"):
+        return PlattScaling(logit=method == "platt_logit").fit(scores, labels)
     if method == "isotonic":
         return IsotonicCalibration().fit(scores, labels)
-    raise ConfigError(f"method must be 'platt' or 'isotonic', got {method!r}.")
+    raise ConfigError(f"method must be 'platt', 'platt_logit' or 'isotonic', got {method!r}.")
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,8 @@ class WeightedSum:
             weights = [1.0] * len(parts) if weights is None else list(weights)
         _check_verifiers(parts, "WeightedSum")
         if len(weights) != len(parts):
-            raise ConfigError(f"WeightedSum weights must have one entry per verifier ({len(parts)}), got {len(weights)}.")
+            raise ConfigError(f"WeightedSum weights must have one entry per verifier ({len(parts)}), "
+                              f"got {len(weights)}.")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise ConfigError(f"WeightedSum weights must be >= 0 with a positive sum, got {list(weights)}.")
         self.verifiers = parts

