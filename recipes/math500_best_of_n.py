@@ -1,5 +1,6 @@
 """MATH-500 best-of-N with the math verifier in Python (the same objects as math500_best_of_n.yaml).
-A reward model joins as a second weighted verifier: verifiers=[..., {"name": "reward_model", "weight": 0.5}].
+An outcome reward model joins as a second weighted verifier:
+verifiers=[..., {"name": "orm", "weight": 0.5, "options": {"model": "PATH_OR_HUB_ID"}}].
 
     python recipes/math500_best_of_n.py --limit 10 --data-dir ../shared/data
 """

@@ -179,20 +179,24 @@ def fact(city: str, country: str) -> str:
 
 
 def nli_example(rng: random.Random, facts: list[tuple[str, str]]) -> tuple[str, str, int]:
-    """(premise, hypothesis, label): the same fact (entailment), another city for the same country
-    (contradiction) or another city and country (neutral)."""
+    """(premise, hypothesis, label): the same fact (entailment), another capital for the same
+    country or the same city as another country's capital (contradiction), or another city and
+    country (neutral)."""
     x, y = rng.choice(facts)
     r = rng.random()
     if r < 1 / 3:
         return fact(x, y), fact(x, y), 2
     other = rng.choice([c for c in CITIES if c != x])
-    if r < 2 / 3:
+    elsewhere = rng.choice([c for c in COUNTRIES if c != y])
+    if r < 1 / 2:
         return fact(x, y), fact(other, y), 0
-    return fact(x, y), fact(other, rng.choice([c for c in COUNTRIES if c != y])), 1
+    if r < 2 / 3:
+        return fact(x, y), fact(x, elsewhere), 0
+    return fact(x, y), fact(other, elsewhere), 1
 
 
-def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float = 5e-3, hidden: int = 64,
-                      layers: int = 2, batch: int = 64) -> CapitalTask:
+def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float = 3e-3, hidden: int = 64,
+                      layers: int = 2, batch: int = 64, orthogonal: float = 0.0) -> CapitalTask:
     """Train and save (to ``path``) the capital-city NLI model; see the module docstring."""
     import torch
 
@@ -204,6 +208,13 @@ def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float 
     tokenizer = word_tokenizer(["is", "the", "capital", "of", ".", *CITIES, *COUNTRIES])
     torch.manual_seed(seed)
     model = _llama(len(tokenizer), num_labels=3, layers=layers, hidden=hidden, id2label=NLI_LABELS)
+    if orthogonal:
+        with torch.no_grad():
+            emb = model.model.embed_tokens.weight
+            for k, name in enumerate([*CITIES, *COUNTRIES]):
+                row = tokenizer.convert_tokens_to_ids(name)
+                emb[row] = 0.0
+                emb[row, k % hidden] = orthogonal
     task.seconds = train_classifier(model, tokenizer, [(p, h) for p, h, _ in examples], [e[2] for e in examples],
                                     steps=steps, lr=lr, batch=batch, seed=seed)
     model.save_pretrained(path)

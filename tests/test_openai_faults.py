@@ -312,6 +312,18 @@ async def test_n_fallback_when_server_ignores_n(serve: Any) -> None:
     assert [body["n"] for body in server.bodies] == [4, 1, 1, 1, 1, 1]
 
 
+async def test_unrelated_400_does_not_switch_to_split(serve: Any) -> None:
+    too_long = {"error": {"message": "prompt is too long"}}
+    server = await serve(lambda body, call: web.json_response(too_long, status=400))
+    b = backend(server.url, model="m")
+    with pytest.raises(BackendError, match="HTTP 400: prompt is too long"):
+        await b.submit(chat(n=4))
+    await b.aclose()
+    # the n=1 probe failed the same way: the error is not about n, so the backend keeps n>1 calls
+    assert not b.split_mode and [body["n"] for body in server.bodies] == [4, 1]
+    assert b.stats.failures == 1
+
+
 async def test_native_mode_does_not_fall_back(serve: Any) -> None:
     server = await serve(max_n=1)
     b = backend(server.url, model="m", n_mode="native")

@@ -30,6 +30,7 @@ from tts.pipeline import (
     merge,
     parse_pipeline,
     read_yaml,
+    validate_component,
 )
 from tts.registry import REGISTRY
 from tts.types import Result
@@ -296,6 +297,11 @@ def test_python_recipes_can_pass_built_objects() -> None:
     assert isinstance(build_component("greedy", "strategy"), object)
     with pytest.raises(ConfigError, match=r"strategy\.name must be a registered strategy"):
         build_component({"name": "nope"}, "strategy")
+    # a verifier without an Options model: checked against its constructor (``**kwargs`` pass through)
+    orm = validate_component({"name": "orm", "model": "some/reward-model", "device": "cpu"}, "verifier")[1]
+    assert orm.model_extra == {"device": "cpu"}
+    with pytest.raises(ConfigError, match=r"verifier\.model is required"):
+        validate_component({"name": "orm"}, "verifier", ("verifier",))
     verifier = build_component({"name": "math", "timeout": 2.0}, "verifier")
     assert verifier.name == "math"
     with pytest.raises(ConfigError, match=r"verifier\.timeout must be a number"):

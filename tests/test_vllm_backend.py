@@ -97,6 +97,7 @@ def test_defaults_reach_the_constructor() -> None:
     assert "max_num_seqs" not in got  # None keeps vLLM's own default
 
 
+@pytest.mark.vllm  # imports the vllm package (no engine)
 def test_every_option_is_documented_and_a_real_engine_arg() -> None:
     for name, field in VLLMOptions.model_fields.items():
         assert field.description, f"VLLMOptions.{name} needs a docstring"

@@ -29,7 +29,9 @@ from tts.errors import (
     TTSError,
     UnsupportedControl,
 )
+from tts.pipeline import PipelineSpec, build_pipeline, load_pipeline
 from tts.registry import REGISTRY, build_strategy
+from tts.report import write_report
 from tts.runner import Comparison, Report, Summary, arun, compare, run, solve
 from tts.sampling import Constraint, SamplingParams
 from tts.scheduler import Scheduler
@@ -45,6 +47,7 @@ from tts.strategies.self_consistency import SelfConsistency
 from tts.strategies.thinking import Thinking
 from tts.strategies.universal_self_consistency import UniversalSelfConsistency
 from tts.strategy import Proposer, Strategy
+from tts.study import StudyRunner, load_study, run_study
 from tts.task import Task
 from tts.types import (
     Candidate,
@@ -93,6 +96,7 @@ __all__ = [
     "ModelNotFound",
     "OracleModel",
     "OracleSpec",
+    "PipelineSpec",
     "Problem",
     "ProgramOfThought",
     "ProgramVerifier",
@@ -109,6 +113,7 @@ __all__ = [
     "Scripted",
     "SelfConsistency",
     "Strategy",
+    "StudyRunner",
     "Summary",
     "TTSError",
     "Task",
@@ -122,10 +127,15 @@ __all__ = [
     "VerifierCost",
     "__version__",
     "arun",
+    "build_pipeline",
     "build_strategy",
     "compare",
     "load_dataset",
+    "load_pipeline",
+    "load_study",
     "make_backend",
     "run",
+    "run_study",
     "solve",
+    "write_report",
 ]

@@ -509,7 +509,8 @@ _SIGNATURE_MODELS: dict[type, type[BaseModel]] = {}
 
 def options_model(cls: type) -> type[BaseModel]:
     """The pydantic model that validates ``cls``'s options: its ``Options`` class, else one made
-    from its ``__init__`` keyword parameters (unknown keys rejected, annotations enforced)."""
+    from its ``__init__`` parameters (annotations enforced; unknown keys rejected unless
+    ``__init__`` takes ``**kwargs``)."""
     opts = getattr(cls, "Options", None)
     if isinstance(opts, type) and issubclass(opts, BaseModel):
         return opts
@@ -521,13 +522,16 @@ def options_model(cls: type) -> type[BaseModel]:
     except Exception:
         hints = {}
     fields: dict[str, Any] = {}
-    for pname, param in list(inspect.signature(init).parameters.items())[1:]:
+    params = list(inspect.signature(init).parameters.values())[1:]
+    open_ended = any(p.kind == p.VAR_KEYWORD for p in params)  # **options: other keys pass through
+    for param in params:
+        pname = param.name
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         ann = hints.get(pname, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (ann, default)
-    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    config = ConfigDict(extra="allow" if open_ended else "forbid", arbitrary_types_allowed=True)
     model: type[BaseModel] = create_model(f"{cls.__name__}Options", __config__=config, **fields)
     _SIGNATURE_MODELS[cls] = model
     return model
@@ -708,7 +712,8 @@ def build_component(spec: Any, kind: str | None = None) -> Any:
     elif getattr(cls, "Options", None) is type(options):
         obj = cls(options)
     else:
-        obj = cls(**{k: getattr(options, k) for k in options.model_fields_set})
+        kwargs = {k: getattr(options, k) for k in options.model_fields_set}
+        obj = cls(**kwargs, **(options.model_extra or {}))
     if spec.limits is not None and spec.limits.active():
         obj = Limited(obj, spec.limits, label=spec.name)
     return obj
