@@ -211,10 +211,12 @@ def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float 
     if orthogonal:
         with torch.no_grad():
             emb = model.model.embed_tokens.weight
-            for k, name in enumerate([*CITIES, *COUNTRIES]):
-                row = tokenizer.convert_tokens_to_ids(name)
-                emb[row] = 0.0
-                emb[row, k % hidden] = orthogonal
+            for dim, names in ((0, CITIES), (2, COUNTRIES)):
+                for k, name in enumerate(names):
+                    row = tokenizer.convert_tokens_to_ids(name)
+                    emb[row] *= 0.1
+                    emb[row, dim] = orthogonal * k / len(names)
+                    emb[row, dim + 1] = 1.0
     task.seconds = train_classifier(model, tokenizer, [(p, h) for p, h, _ in examples], [e[2] for e in examples],
                                     steps=steps, lr=lr, batch=batch, seed=seed)
     model.save_pretrained(path)

@@ -11,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tts.errors import ConfigError
+from tts.types import Candidate, Problem
 from tts.verifiers import _worker
 from tts.verifiers.base import Verifier, VerifierCost, cost_of
 from tts.verifiers.math import (
@@ -24,9 +27,6 @@ from tts.verifiers.math import (
     last_number,
     math_reference,
 )
-
-from tts.errors import ConfigError
-from tts.types import Candidate, Problem
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is missing (CI has it)")

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from tts.errors import ConfigError
+from tts.types import Candidate, Problem
 from tts.verifiers.base import Verifier, cost_of
 from tts.verifiers.qa import (
     ChoiceVerifier,
@@ -15,9 +18,6 @@ from tts.verifiers.qa import (
     normalize_answer,
     references_of,
 )
-
-from tts.errors import ConfigError
-from tts.types import Candidate, Problem
 
 
 def test_normalize_answer_is_squad_style() -> None:
