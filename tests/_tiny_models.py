@@ -9,6 +9,8 @@
   a few hundred steps and lets the model generalise to (a, b) pairs it never saw.
 - :func:`train_capital_nli`: a two-layer Llama NLI classifier on "X is the capital of Y." premise
   and hypothesis pairs (entailment / neutral / contradiction); held-out (city, country) pairs.
+  Matching two entity tokens is harder for a tiny model than it looks: 1200 steps give held-out
+  entailment AUROC 0.96-0.98 over seeds 0-2 (800 steps: 0.95-0.98, less stable downstream).
 - :func:`tiny_token_prm`: an untrained token-classification model with a ``[STEP]`` tag token
   (checks where step scores are read, not what they are).
 
@@ -195,8 +197,8 @@ def nli_example(rng: random.Random, facts: list[tuple[str, str]]) -> tuple[str, 
     return fact(x, y), fact(other, elsewhere), 1
 
 
-def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float = 3e-3, hidden: int = 64,
-                      layers: int = 2, batch: int = 64, orthogonal: float = 0.0) -> CapitalTask:
+def train_capital_nli(path: Path, *, steps: int = 1200, seed: int = 0, lr: float = 3e-3, hidden: int = 64,
+                      layers: int = 2, batch: int = 64) -> CapitalTask:
     """Train and save (to ``path``) the capital-city NLI model; see the module docstring."""
     import torch
 
@@ -208,15 +210,6 @@ def train_capital_nli(path: Path, *, steps: int = 800, seed: int = 0, lr: float 
     tokenizer = word_tokenizer(["is", "the", "capital", "of", ".", *CITIES, *COUNTRIES])
     torch.manual_seed(seed)
     model = _llama(len(tokenizer), num_labels=3, layers=layers, hidden=hidden, id2label=NLI_LABELS)
-    if orthogonal:
-        with torch.no_grad():
-            emb = model.model.embed_tokens.weight
-            for dim, names in ((0, CITIES), (2, COUNTRIES)):
-                for k, name in enumerate(names):
-                    row = tokenizer.convert_tokens_to_ids(name)
-                    emb[row] *= 0.1
-                    emb[row, dim] = orthogonal * k / len(names)
-                    emb[row, dim + 1] = 1.0
     task.seconds = train_classifier(model, tokenizer, [(p, h) for p, h, _ in examples], [e[2] for e in examples],
                                     steps=steps, lr=lr, batch=batch, seed=seed)
     model.save_pretrained(path)
