@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -27,19 +26,19 @@ from tts.sampling import SamplingParams
 from tts.strategies import vote
 from tts.strategies.few_shot import FewShotProposer, FewShotProposerOptions
 from tts.types import Candidate, Problem, Result, TraceEvent
+from tts.verifiers.program import code_blocks
 
 __all__ = ["ProgramOfThought", "ProgramOfThoughtOptions", "extract_code", "output_answer"]
 
 ProgramRunner = Callable[[str, float], Awaitable[Any]]
 """``(code, timeout) -> result`` with ``ok``, ``stdout``, ``stderr``, ``exit_code``, ``timed_out``."""
 
-_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-
-
 def extract_code(text: str) -> str | None:
     """The program in a reply: the first ```python (or ```py) block, else the first fenced block
-    of any language; None when the reply has no fence."""
-    blocks = [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+    of any language; None when the reply has no fence. (Unlike ProgramVerifier, which grades a
+    final code answer and takes the last block, a program-of-thought reply's later blocks are
+    usually its example output.)"""
+    blocks = code_blocks(text)
     for lang, code in blocks:
         if lang in ("python", "py", "python3") and code.strip():
             return code.strip("\n")

@@ -548,7 +548,7 @@ def _as_spec(value: Any, kind: str | None) -> ComponentSpec:
     try:
         return spec_cls.model_validate(value)
     except ValidationError as exc:
-        raise SpecError(_format(exc, "", None), _validation_loc(exc)) from None
+        raise SpecError(format_validation_error(exc), _validation_loc(exc)) from None
 
 
 def _lookup(name: str, kind: str | None, name_loc: tuple[str, ...]) -> tuple[str, type]:
@@ -637,7 +637,8 @@ def _validate_named(name: str, kind: str | None, raw: dict[str, Any], name_loc: 
     try:
         options = model.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_format(exc, path, model), (*opt_loc, *_validation_loc(exc))) from None
+        message = format_validation_error(exc, prefix=path, model=model)
+        raise SpecError(message, (*opt_loc, *_validation_loc(exc))) from None
     except ConfigError as exc:  # validators that raise ConfigError directly
         raise SpecError(f"{path}: {exc}", opt_loc) from None
     for fname in type(options).model_fields:
@@ -646,13 +647,6 @@ def _validate_named(name: str, kind: str | None, raw: dict[str, Any], name_loc: 
     for cname, ckind, copts, cname_loc, copt_loc in _other_refs(options, opt_loc):
         _validate_named(cname, ckind, copts, cname_loc, copt_loc)
     return cls, options
-
-
-def _format(exc: ValidationError, prefix: str, model: type[BaseModel] | None) -> str:
-    """:func:`format_validation_error`, with a nested model's own messages joined to their path
-    (``strategy.sampling temprature is ...`` -> ``strategy.sampling.temprature is ...``)."""
-    text = format_validation_error(exc, prefix=prefix, model=model)
-    return re.sub(r"(^|; )([\w.]+) (\w+ (?:is not a known field|must |is required))", r"\1\2.\3", text)
 
 
 def validate_component(spec: Any, kind: str | None = None,

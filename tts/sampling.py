@@ -76,7 +76,8 @@ def format_validation_error(exc: ValidationError, prefix: str = "", model: type[
             # validators already name their field: "top_p must be in (0, 1], got 1.5."
             head = ".".join([prefix, *parts[:-1]] if prefix else parts[:-1])
             lines.append(f"{head}.{msg}" if head else msg)
-        elif loc and re.match(r"^\w+ must ", msg):
+        elif loc and re.match(r"^\w+ (?:must |is not a known field|is required)", msg):
+            # a nested model's own message ("temperature must be ..."): join it to the path
             lines.append(f"{loc}.{msg}")
         elif loc:
             lines.append(f"{loc} {msg}")

