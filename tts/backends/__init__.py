@@ -6,13 +6,14 @@ Heavy engines are imported inside the backend classes, never at ``import tts``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
 from tts.backends.base import Backend, Batcher, Capabilities, Handle
 from tts.errors import ConfigError
 
-__all__ = ["BACKENDS", "BACKEND_CAPABILITIES", "Backend", "Batcher", "Capabilities", "Handle", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "Batcher", "Capabilities", "Handle", "known_capabilities", "make_backend"]
 
 BACKENDS: dict[str, str] = {
     "fake": "tts.backends.fake:FakeBackend",
@@ -34,23 +35,16 @@ def backend_class(name: str) -> Any:
                           f"e.g. pip install 'tts-scale[{'cpu' if name == 'hf' else name}]'.") from exc
 
 
-class _CapabilityTable(dict[str, Capabilities]):
-    """Declared capabilities of every known backend, read lazily from the backend classes."""
-
-    def _load(self) -> None:
-        if not super().__len__():
-            for name in BACKENDS:
-                try:
-                    self[name] = backend_class(name).CAPABILITIES
-                except (ConfigError, AttributeError):
-                    continue
-
-    def items(self):
-        self._load()
-        return super().items()
-
-
-BACKEND_CAPABILITIES: dict[str, Capabilities] = _CapabilityTable()
+@functools.cache
+def known_capabilities() -> dict[str, Capabilities]:
+    """Declared capabilities of every importable backend, read once from the backend classes."""
+    table: dict[str, Capabilities] = {}
+    for name in BACKENDS:
+        try:
+            table[name] = backend_class(name).CAPABILITIES
+        except (ConfigError, AttributeError):
+            continue
+    return table
 
 
 def make_backend(name: str, **options: Any) -> Backend:

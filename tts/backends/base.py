@@ -74,7 +74,9 @@ class Capabilities:
         missing = self.missing(request)
         if missing:
             control = missing[0]
-            others = [name for name, caps in _known_capabilities().items()
+            from tts.backends import known_capabilities
+
+            others = [name for name, caps in known_capabilities().items()
                       if name != backend and not caps.missing_control(control)]
             where = f"; backends that have it: {', '.join(others)}" if others else ""
             raise UnsupportedControl(
@@ -92,12 +94,6 @@ class Capabilities:
     def describe(self) -> dict[str, Any]:
         return {f.name: (sorted(v) if isinstance(v := getattr(self, f.name), frozenset) else v)
                 for f in fields(self)}
-
-
-def _known_capabilities() -> dict[str, Capabilities]:
-    from tts.backends import BACKEND_CAPABILITIES
-
-    return BACKEND_CAPABILITIES
 
 
 class Handle:
