@@ -9,147 +9,95 @@ The public API for recipes::
     print(report.summary().accuracy)
 
 ``await tts.arun(...)`` is the async form; ``tts.run`` also works inside a running event loop.
-Importing ``tts`` imports no torch, transformers or vllm.
+
+Every public name is listed in ``__all__`` and loaded on first use (a module ``__getattr__``), so
+``import tts`` costs little and imports no torch, transformers, vllm or matplotlib; a test walks
+``__all__`` and checks that every name resolves.
 """
 
 from __future__ import annotations
 
-from tts.backends import Backend, Capabilities, Handle, make_backend
-from tts.backends.fake import CostModel, FakeBackend, OracleModel, OracleSpec, Scripted
-from tts.context import Context
-from tts.datasets import Dataset, load_dataset
-from tts.errors import (
-    BackendError,
-    BudgetExceeded,
-    Cancelled,
-    ConfigError,
-    DatasetError,
-    ModelNotFound,
-    RequestTimeout,
-    TTSError,
-    UnsupportedControl,
-)
-from tts.pipeline import PipelineSpec, build_pipeline, load_pipeline
-from tts.registry import REGISTRY, build_strategy
-from tts.report import write_report
-from tts.runner import Comparison, Report, Summary, arun, compare, run, solve
-from tts.sampling import Constraint, SamplingParams
-from tts.scheduler import Scheduler
-from tts.strategies.best_of_n import BestOfN
-from tts.strategies.cot import CoT
-from tts.strategies.ensemble import Ensemble, Member
-from tts.strategies.few_shot import FewShot
-from tts.strategies.greedy import Greedy
-from tts.strategies.least_to_most import LeastToMost
-from tts.strategies.program_of_thought import ProgramOfThought
-from tts.strategies.refine import Refine
-from tts.strategies.self_consistency import SelfConsistency
-from tts.strategies.thinking import Thinking
-from tts.strategies.universal_self_consistency import UniversalSelfConsistency
-from tts.strategy import Proposer, Strategy
-from tts.study import StudyRunner, load_study, run_study
-from tts.task import Task
-from tts.types import (
-    Candidate,
-    Completion,
-    Message,
-    Problem,
-    Request,
-    Result,
-    Score,
-    Trace,
-    TraceEvent,
-    Usage,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "REGISTRY",
-    "AllPass",
-    "Backend",
-    "BackendError",
-    "BestOfN",
-    "BudgetExceeded",
-    "CachedVerifier",
-    "CalibratedVerifier",
-    "Cancelled",
-    "Candidate",
-    "Capabilities",
-    "Cascade",
-    "ChoiceVerifier",
-    "CoT",
-    "Comparison",
-    "Completion",
-    "ConfigError",
-    "ConsistencyVerifier",
-    "Constraint",
-    "Context",
-    "CostModel",
-    "Dataset",
-    "DatasetError",
-    "Ensemble",
-    "FactCheckVerifier",
-    "FakeBackend",
-    "FewShot",
-    "Game24Verifier",
-    "Greedy",
-    "Handle",
-    "LLMJudge",
-    "LeastToMost",
-    "MathVerifier",
-    "Member",
-    "Message",
-    "ModelNotFound",
-    "OracleModel",
-    "OracleSpec",
-    "OutcomeRewardModel",
-    "PairwiseJudge",
-    "PipelineSpec",
-    "Problem",
-    "ProcessRewardModel",
-    "ProgramOfThought",
-    "ProgramVerifier",
-    "Proposer",
-    "QAVerifier",
-    "Refine",
-    "Report",
-    "Request",
-    "RequestTimeout",
-    "Result",
-    "SamplingParams",
-    "Scheduler",
-    "Score",
-    "Scripted",
-    "SelfConsistency",
-    "SelfVerifier",
-    "Strategy",
-    "StudyRunner",
-    "Summary",
-    "TTSError",
-    "Task",
-    "Thinking",
-    "Trace",
-    "TraceEvent",
-    "UniversalSelfConsistency",
-    "UnsupportedControl",
-    "Usage",
-    "Verifier",
-    "VerifierCost",
-    "WeightedSum",
-    "__version__",
-    "arun",
-    "build_pipeline",
-    "build_strategy",
-    "compare",
-    "load_dataset",
-    "load_pipeline",
-    "load_study",
-    "make_backend",
-    "prune",
-    "rerank",
-    "run",
-    "run_study",
-    "solve",
-    "write_report",
-]
+# public name -> the module that is its one home
+_HOMES: dict[str, str] = {
+    # core types and errors
+    **dict.fromkeys(["Candidate", "Completion", "Message", "Problem", "Request", "Result", "Score", "Trace",
+                     "TraceEvent", "Usage"], "tts.types"),
+    **dict.fromkeys(["BackendError", "BudgetExceeded", "Cancelled", "ConfigError", "DatasetError", "ModelNotFound",
+                     "RequestTimeout", "TTSError", "UnsupportedControl"], "tts.errors"),
+    **dict.fromkeys(["Constraint", "SamplingParams"], "tts.sampling"),
+    "Limits": "tts.limits",
+    "Context": "tts.context",
+    "Scheduler": "tts.scheduler",
+    "Task": "tts.task",
+    **dict.fromkeys(["Dataset", "load_dataset"], "tts.datasets"),
+    **dict.fromkeys(["Strategy", "Proposer"], "tts.strategy"),
+    **dict.fromkeys(["Comparison", "Report", "Summary", "arun", "compare", "run", "solve"], "tts.runner"),
+    # backends
+    **dict.fromkeys(["Backend", "Capabilities", "Handle", "make_backend"], "tts.backends"),
+    **dict.fromkeys(["CostModel", "FakeBackend", "OracleModel", "OracleSpec", "Scripted"], "tts.backends.fake"),
+    # configuration, registry, studies
+    **dict.fromkeys(["PipelineSpec", "build_pipeline", "load_pipeline"], "tts.pipeline"),
+    **dict.fromkeys(["REGISTRY", "build_strategy"], "tts.registry"),
+    **dict.fromkeys(["StudyRunner", "load_study", "run_study"], "tts.study"),
+    "write_report": "tts.report",
+    # strategies
+    "BestOfN": "tts.strategies.best_of_n",
+    "CoT": "tts.strategies.cot",
+    **dict.fromkeys(["Ensemble", "Member"], "tts.strategies.ensemble"),
+    "FewShot": "tts.strategies.few_shot",
+    "Greedy": "tts.strategies.greedy",
+    "LeastToMost": "tts.strategies.least_to_most",
+    "ProgramOfThought": "tts.strategies.program_of_thought",
+    "Refine": "tts.strategies.refine",
+    "SelfConsistency": "tts.strategies.self_consistency",
+    "Thinking": "tts.strategies.thinking",
+    "UniversalSelfConsistency": "tts.strategies.universal_self_consistency",
+    # verifiers
+    **dict.fromkeys(["Verifier", "VerifierCost"], "tts.verifiers.base"),
+    **dict.fromkeys(["AllPass", "CachedVerifier", "Cascade", "WeightedSum", "prune", "rerank"], "tts.verifiers.combine"),
+    "CalibratedVerifier": "tts.verifiers.calibration",
+    **dict.fromkeys(["ChoiceVerifier", "QAVerifier"], "tts.verifiers.qa"),
+    "ConsistencyVerifier": "tts.verifiers.consistency",
+    "FactCheckVerifier": "tts.verifiers.fact_check",
+    **dict.fromkeys(["Game24Verifier", "ProgramVerifier"], "tts.verifiers.program"),
+    **dict.fromkeys(["LLMJudge", "PairwiseJudge", "SelfVerifier"], "tts.verifiers.judge"),
+    "MathVerifier": "tts.verifiers.math",
+    **dict.fromkeys(["OutcomeRewardModel", "ProcessRewardModel"], "tts.verifiers.reward_model"),
+}
+
+__all__ = sorted([*_HOMES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tts' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later look-ups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
+    from tts.backends import Backend, Capabilities, Handle, make_backend
+    from tts.backends.fake import CostModel, FakeBackend, OracleModel, OracleSpec, Scripted
+    from tts.context import Context
+    from tts.datasets import Dataset, load_dataset
+    from tts.errors import (BackendError, BudgetExceeded, Cancelled, ConfigError, DatasetError, ModelNotFound,
+                            RequestTimeout, TTSError, UnsupportedControl)
+    from tts.limits import Limits
+    from tts.runner import Comparison, Report, Summary, arun, compare, run, solve
+    from tts.sampling import Constraint, SamplingParams
+    from tts.scheduler import Scheduler
+    from tts.strategies.self_consistency import SelfConsistency
+    from tts.strategy import Proposer, Strategy
+    from tts.task import Task
+    from tts.types import Candidate, Completion, Message, Problem, Request, Result, Score, Trace, TraceEvent, Usage

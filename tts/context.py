@@ -1,32 +1,56 @@
-"""The context a strategy solves a problem in: the only way it reaches the engine and the verifiers.
+"""The context a strategy solves a problem in: what strategies and verifiers may touch.
 
-One :class:`Context` per problem. ``ctx.generate`` goes through the shared scheduler (which
-batches, merges and counts), records every request and completion in the problem's trace and
-charges the problem's usage. ``ctx.task`` says how to prompt and how to read answers.
+One :class:`Context` per problem (and one child per limited stage). It is the only way a strategy
+reaches the engine (:meth:`Context.submit` / :meth:`Context.generate`, through the shared
+scheduler, which batches, merges and counts), the verifiers (:meth:`Context.verify`) and the
+retriever (:meth:`Context.retrieve`). It also carries:
+
+- the problem's limits: every submit is admitted by each :class:`~tts.limits.Budget` on the way
+  from this context up to the run (its own, its parents', the run's total), which may cap the
+  request's ``max_tokens`` or raise :class:`~tts.errors.BudgetExceeded` /
+  :class:`~tts.errors.RequestTimeout`;
+- the backend's capabilities (``ctx.capabilities``), so nothing below reaches into the backend;
+- the problem's trace (every request, completion and verifier call) and usage. Usage is charged by
+  the scheduler, once, into every budget and usage sink of the context chain: a child's spend is
+  its parent's spend as it happens, with nothing to add up afterwards;
+- seeding: with ``seed_requests`` every unseeded request gets a seed derived from the problem's
+  seed and its position in the problem, so a problem's samples are the same whatever else runs
+  (studies use this; the scheduler does not merge seeded requests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tts.backends.base import Handle
+from tts.errors import ConfigError, RequestTimeout
+from tts.limits import Budget, Limits
 from tts.scheduler import Scheduler
 from tts.task import Task
 from tts.types import Candidate, Completion, Problem, Request, Score, Trace, TraceEvent, Usage
 
+if TYPE_CHECKING:
+    from tts.backends.base import Capabilities, Handle
+
 __all__ = ["Context"]
+
+T = TypeVar("T")
 
 
 class Context:
-    """Per-problem handle on the scheduler, the task, verifiers, the trace and the usage."""
+    """Per-problem handle on the scheduler, the task, verifiers, the retriever, limits, trace and usage."""
 
-    __slots__ = ("extras", "problem", "rng", "scheduler", "seed", "task", "trace", "usage", "verifier")
+    __slots__ = ("_budgets", "_counter", "_sinks", "problem", "retriever", "rng", "scheduler", "seed",
+                 "seed_requests", "task", "trace", "usage", "verifier")
 
     def __init__(self, scheduler: Scheduler, task: Task | None = None, *, problem: Problem | None = None,
-                 seed: int | None = None, verifier: Any = None, extras: dict[str, Any] | None = None) -> None:
+                 seed: int | None = None, verifier: Any = None, limits: Limits | None = None,
+                 retriever: Any = None, seed_requests: bool = False,
+                 budgets: Sequence[Budget] = (), sinks: Sequence[Usage] = ()) -> None:
         self.scheduler = scheduler
         self.task = task or Task()
         self.problem = problem
@@ -35,30 +59,90 @@ class Context:
         self.usage = Usage()
         self.trace = Trace()
         self.verifier = verifier
-        self.extras = extras or {}
+        self.retriever = retriever
+        self.seed_requests = seed_requests
+        self._counter = [0]
+        own = [self._budget(limits, "problem")] if limits is not None and limits.active() else []
+        self._budgets: tuple[Budget, ...] = (*own, *budgets)
+        # every usage this context's spend is charged to: its own, its budgets', its parents'
+        self._sinks: tuple[Usage, ...] = (self.usage, *(b.spent for b in own), *sinks)
+
+    def _budget(self, limits: Limits, label: str) -> Budget:
+        if limits.max_cost is not None and self.scheduler.pricing is None:
+            raise ConfigError(f"{label}: limits.max_cost needs prices: set the backend's pricing option "
+                              "(USD per million prompt, cached and completion tokens) or drop max_cost.")
+        return Budget(limits, label, self.scheduler.clock)
+
+    # -------------------------------------------------------------------------------- family
+
+    def _child(self, budgets: tuple[Budget, ...], sinks: tuple[Usage, ...], problem: Problem | None) -> Context:
+        child = Context(self.scheduler, self.task, problem=problem or self.problem, seed=self.seed,
+                        verifier=self.verifier, retriever=self.retriever, seed_requests=self.seed_requests,
+                        budgets=budgets, sinks=sinks)
+        child._counter = self._counter
+        child.trace = self.trace
+        return child
+
+    def child(self, problem: Problem | None = None) -> Context:
+        """A context for a sub-run (an ensemble member): its own usage, charged to this one's too,
+        the same trace, budgets and seeding."""
+        return self._child(self._budgets, self._sinks, problem)
+
+    def limited(self, limits: Limits | None, label: str) -> Context:
+        """A child context for one stage of a strategy, admitted against ``limits`` (what the stage
+        spends on this problem) as well as every limit above it."""
+        if limits is None or not limits.active():
+            return self.child()
+        budget = self._budget(limits, label)
+        return self._child((budget, *self._budgets), (budget.spent, *self._sinks), None)
+
+    async def within(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` under the nearest wall-time limit; raise :class:`RequestTimeout` past it."""
+        left = min((t for b in self._budgets if (t := b.remaining_time()) is not None), default=None)
+        if left is None:
+            return await awaitable
+        budget = min((b for b in self._budgets if b.remaining_time() is not None),
+                     key=lambda b: b.remaining_time() or 0.0)
+        try:
+            return await asyncio.wait_for(awaitable, max(left, 0.0))
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"{budget.label}: max_wall_time={budget.limits.max_wall_time}s exceeded; raise "
+                                 "the limit or spend less per problem.") from None
+
+    # -------------------------------------------------------------------------------- engine
 
     @property
     def clock(self) -> Callable[[], float]:
         return self.scheduler.clock
 
-    def child(self, problem: Problem | None = None) -> Context:
-        """A context sharing scheduler, task and verifier, with its own trace and usage."""
-        return Context(self.scheduler, self.task, problem=problem or self.problem, seed=self.seed,
-                       verifier=self.verifier, extras=self.extras)
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the backend can do (constraints, logprobs, beam search, ...)."""
+        return self.scheduler.capabilities
 
     def submit(self, request: Request) -> Handle:
-        """Queue a request; await the handle for its completions or cancel it (early stopping)."""
-        handle = self.scheduler.submit(request, self.usage)
+        """Queue a request (after the limits admit it); await the handle for its completions or
+        cancel it (early stopping)."""
+        for budget in self._budgets:
+            request = budget.admit(request)
+        if self.seed_requests and request.params.seed is None and self.seed is not None:
+            seed = zlib.crc32(f"{self.seed}:{self._counter[0]}".encode())
+            self._counter[0] += 1
+            request = replace(request, params=request.params.model_copy(update={"seed": seed}))
+        handle = self.scheduler.submit(request, self._sinks)
         start = self.scheduler.clock()
         handle.future.add_done_callback(lambda fut: self._record(request, fut, start))
         return handle
 
     def _record(self, request: Request, fut: asyncio.Future[list[Completion]], start: float) -> None:
-        if fut.exception() is None:
-            self.trace.add(TraceEvent("generate", request, fut.result(), start, self.scheduler.clock()))
+        if fut.cancelled():
+            note = "cancelled"
+        elif (exc := fut.exception()) is not None:
+            note = f"{type(exc).__name__}: {exc}"
         else:
-            self.trace.add(TraceEvent("generate", request, [], start, self.scheduler.clock(),
-                                      note=f"{type(fut.exception()).__name__}: {fut.exception()}"))
+            self.trace.add(TraceEvent("generate", request, fut.result(), start, self.scheduler.clock()))
+            return
+        self.trace.add(TraceEvent("generate", request, [], start, self.scheduler.clock(), note=note))
 
     async def generate(self, request: Request) -> list[Completion]:
         """The completions of one request (n of them)."""
@@ -69,9 +153,13 @@ class Context:
         handles = [self.submit(r) for r in requests]
         return list(await asyncio.gather(*handles))
 
+    # -------------------------------------------------------------------------------- answers
+
     def parse(self, completion: Completion) -> Candidate:
-        """A candidate from a completion: the task's answer extraction and canonical key."""
-        text = self.task.assistant_prefix + completion.text if self.task.assistant_prefix else completion.text
+        """A candidate from a completion: the task's answer extraction and canonical key (the
+        assistant prefix the request was sent with is part of the answer's text)."""
+        prefix = self.task.assistant_prefix
+        text = prefix + completion.text if prefix else completion.text
         answer = self.task.extract(text)
         return Candidate(text=text, answer=answer,
                          key=self.task.canonical(answer) if answer is not None else None, completion=completion)
@@ -82,14 +170,39 @@ class Context:
     def equivalent(self, a: str | None, b: str | None) -> bool:
         return self.task.equivalent(a, b)
 
+    # -------------------------------------------------------------------------------- verifiers, retrieval
+
     async def verify(self, candidates: list[Candidate], verifier: Any = None) -> list[Score]:
-        """Score candidates with ``verifier`` (or the context's) and append the scores to them."""
+        """Score candidates with ``verifier`` (or the context's), append the scores to them, record
+        the call in the trace and charge it (once, through the scheduler)."""
         v = verifier or self.verifier
         if v is None or self.problem is None:
-            raise ValueError("ctx.verify needs a verifier: pass one or set Context(verifier=...).")
-        scores: list[Score] = await v.score(self.problem, candidates, self)
-        self.usage.verifier_calls += 1
-        self.scheduler.usage.verifier_calls += 1
+            raise ConfigError("ctx.verify needs a verifier: pass one or give the runner verifier=...")
+        start = self.scheduler.clock()
+        name = getattr(v, "name", type(v).__name__)
+        try:
+            scores: list[Score] = await v.score(self.problem, candidates, self)
+        except Exception as exc:
+            self.trace.add(TraceEvent("verify", None, [], start, self.scheduler.clock(),
+                                      note=f"{name}: {type(exc).__name__}: {exc}"))
+            raise
+        self.scheduler.charge(self._sinks, verifier_calls=1)
         for c, s in zip(candidates, scores, strict=True):
             c.scores.append(s)
+        values = ", ".join(f"{s.value:.3g}" for s in scores[:16])
+        more = f", ... ({len(scores)} scores)" if len(scores) > 16 else ""
+        self.trace.add(TraceEvent("verify", None, [], start, self.scheduler.clock(),
+                                  note=f"{name}: [{values}{more}]"))
         return scores
+
+    async def retrieve(self, query: str, k: int = 5) -> list[Any]:
+        """The ``k`` passages the retriever finds for ``query`` (run off the event loop)."""
+        if self.retriever is None:
+            raise ConfigError("ctx.retrieve needs a retriever: give the runner retriever=... or add a "
+                              "retriever to the pipeline.")
+        start = self.scheduler.clock()
+        search = getattr(self.retriever, "retrieve", self.retriever)
+        passages: list[Any] = await asyncio.to_thread(search, query, k)
+        self.trace.add(TraceEvent("retrieve", None, [], start, self.scheduler.clock(),
+                                  note=f"{query!r}: {len(passages)} passages"))
+        return passages

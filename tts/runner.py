@@ -18,13 +18,15 @@ from typing import Any, TypeVar
 
 from tts.backends.base import Backend
 from tts.context import Context
+from tts.errors import BudgetExceeded, RequestTimeout
+from tts.limits import Budget, Limits
+from tts.sampling import SamplingParams
 from tts.scheduler import Scheduler
-from tts.stats import bootstrap_ci, paired_bootstrap, percentile
 from tts.strategy import Strategy
 from tts.task import Task
-from tts.types import Problem, Result, Usage
+from tts.types import Problem, Request, Result, Status, Usage
 
-__all__ = ["Comparison", "Report", "Summary", "arun", "compare", "run", "run_sync", "solve"]
+__all__ = ["Comparison", "Report", "Summary", "arun", "as_scheduler", "compare", "problem_seed", "run", "run_sync", "solve"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +66,8 @@ class Report:
     usage: Usage
     strategy: str = ""
     extras: dict[str, Any] = field(default_factory=dict)
+    unstarted: int = 0
+    """Problems never started because the run's total limits were spent."""
 
     @property
     def accuracy(self) -> float | None:
@@ -71,6 +75,8 @@ class Report:
         return sum(scored) / len(scored) if scored else None
 
     def summary(self) -> Summary:
+        from tts.stats import bootstrap_ci, percentile  # numpy: loaded when a summary is asked for
+
         n = max(len(self.results), 1)
         scored = [float(bool(r.correct)) for r in self.results if r.correct is not None]
         acc = ci = None
@@ -91,41 +97,65 @@ def _strategy_name(strategy: Strategy) -> str:
     return getattr(strategy, "name", type(strategy).__name__)
 
 
+def _status(exc: BaseException) -> Status:
+    return "timeout" if isinstance(exc, RequestTimeout | asyncio.TimeoutError) else "failed"
+
+
 async def _solve_one(strategy: Strategy, problem: Problem, ctx: Context) -> Result:
     clock = ctx.clock
     start = clock()
     try:
-        result = await strategy.solve(problem, ctx)
-    except Exception as exc:  # one problem's failure must not sink the run
+        result = await ctx.within(strategy.solve(problem, ctx))
+        if result.correct is None and problem.reference is not None and result.ok:
+            result.correct = result.answer is not None and ctx.equivalent(result.answer, problem.reference)
+    except Exception as exc:  # one problem's failure (a bad problem included) must not sink the run
         log.warning("problem %s failed: %s: %s", problem.id, type(exc).__name__, exc)
-        result = Result(problem=problem, answer=None, error=f"{type(exc).__name__}: {exc}")
+        result = Result(problem=problem, answer=None, error=f"{type(exc).__name__}: {exc}", status=_status(exc))
     result.latency = clock() - start
     result.usage = ctx.usage
     result.usage.wall_time = result.latency
     result.trace = ctx.trace
     result.strategy = result.strategy or _strategy_name(strategy)
-    if result.correct is None and problem.reference is not None and result.error is None:
-        result.correct = ctx.equivalent(result.answer, problem.reference) if result.answer is not None else False
     return result
 
 
+def problem_seed(seed: int, problem: Problem) -> int:
+    """The seed of one problem in a run seeded with ``seed`` (the same whatever else runs)."""
+    return zlib.crc32(f"{seed}:{problem.id}".encode())
+
+
+def as_scheduler(backend: Backend | Scheduler) -> Scheduler:
+    """The scheduler of ``backend`` (a scheduler passes through): the one place this is decided."""
+    return backend if isinstance(backend, Scheduler) else Scheduler(backend)
+
+
 async def solve(strategy: Strategy, problem: Problem, backend: Backend | Scheduler, *, task: Task | None = None,
-                seed: int | None = None) -> Result:
+                seed: int | None = None, limits: Limits | None = None, verifier: Any = None,
+                retriever: Any = None) -> Result:
     """Solve one problem."""
-    scheduler = backend if isinstance(backend, Scheduler) else Scheduler(backend)
-    return await _solve_one(strategy, problem, Context(scheduler, task, problem=problem, seed=seed))
+    ctx = Context(as_scheduler(backend), task, problem=problem, seed=seed, limits=limits, verifier=verifier,
+                  retriever=retriever)
+    return await _solve_one(strategy, problem, ctx)
 
 
 async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend | Scheduler, *,
                task: Task | None = None, concurrency: int = 64, seed: int | None = 0,
+               limits: Limits | None = None, total_limits: Limits | None = None, seed_requests: bool = False,
                on_result: Callable[[Result], None] | None = None,
-               progress: Callable[[int, int], None] | None = None, verifier: Any = None) -> Report:
-    """Run ``strategy`` on every problem, at most ``concurrency`` problems in flight.
+               progress: Callable[[int, int], None] | None = None, verifier: Any = None,
+               retriever: Any = None) -> Report:
+    """Run ``strategy`` on every problem, at most ``concurrency`` problems in flight: the one problem
+    loop (``tts.run``, the CLI, the demo and studies all come here).
 
-    ``on_result`` is called with each result as it finishes (write it to disk there);
-    ``progress(done, total)`` after each. Results come back in problem order.
+    ``limits`` bound each problem; ``total_limits`` bound the whole run (no problem starts once
+    one is reached, and requests in flight are capped by what remains: problems that do not start
+    are left out of the report, and ``Report.unstarted`` counts them). ``seed`` seeds each
+    problem's context (``problem_seed``); ``seed_requests`` also seeds every unseeded request, so a
+    problem's samples do not depend on what else runs. ``on_result`` is called with each result as
+    it finishes (write it to disk there); ``progress(done, total)`` after each. Results come back in
+    problem order.
     """
-    scheduler = backend if isinstance(backend, Scheduler) else Scheduler(backend)
+    scheduler = as_scheduler(backend)
     items = list(problems)
     usage_before = scheduler.usage.to_dict()
     results: list[Result | None] = [None] * len(items)
@@ -133,12 +163,18 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
     done = 0
     clock = scheduler.clock
     start = clock()
+    total = Budget(total_limits, "run", clock) if total_limits is not None and total_limits.active() else None
+    budgets = (total,) if total is not None else ()
+    sinks = (total.spent,) if total is not None else ()
 
     async def one(i: int, problem: Problem) -> None:
         nonlocal done
         async with sem:
-            pseed = None if seed is None else zlib.crc32(f"{seed}:{problem.id}".encode())
-            ctx = Context(scheduler, task, problem=problem, seed=pseed, verifier=verifier)
+            if total is not None and _spent_out(total):
+                return
+            pseed = None if seed is None else problem_seed(seed, problem)
+            ctx = Context(scheduler, task, problem=problem, seed=pseed, verifier=verifier, limits=limits,
+                          retriever=retriever, seed_requests=seed_requests, budgets=budgets, sinks=sinks)
             result = await _solve_one(strategy, problem, ctx)
         results[i] = result
         done += 1
@@ -152,8 +188,19 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
     after = scheduler.usage.to_dict()
     usage = Usage(**{k: after[k] - usage_before[k] for k in after})
     usage.wall_time = wall
-    return Report(results=[r for r in results if r is not None], wall_time=wall, usage=usage,
-                  strategy=_strategy_name(strategy))
+    finished = [r for r in results if r is not None]
+    return Report(results=finished, wall_time=wall, usage=usage, strategy=_strategy_name(strategy),
+                  unstarted=len(items) - len(finished))
+
+
+def _spent_out(budget: Budget) -> bool:
+    """Whether a run budget admits no new problem."""
+    try:
+        budget.admit(Request("", SamplingParams(max_tokens=1)))
+    except (BudgetExceeded, RequestTimeout):
+        return True
+    budget.submitted -= 1  # the probe is not a call
+    return False
 
 
 def run_sync(coro_factory: Callable[[], Awaitable[T]]) -> T:
@@ -208,6 +255,8 @@ class Comparison:
 
 def compare(a: Report, b: Report, *, seed: int = 0) -> Comparison:
     """Accuracy of ``b`` minus ``a`` with a paired-bootstrap 95% interval (problems matched by id)."""
+    from tts.stats import paired_bootstrap
+
     by_id = {r.problem.id: r for r in a.results}
     pairs = [(by_id[r.problem.id], r) for r in b.results if r.problem.id in by_id]
     xa = [float(bool(x.correct)) for x, _ in pairs]

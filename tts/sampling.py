@@ -12,78 +12,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tts.errors import ConfigError
+from tts.errors import ConfigError, format_validation_error
 
 __all__ = ["Constraint", "SamplingParams", "format_validation_error"]
 
 
-_PHRASES = {
-    "greater_than_equal": "must be >= {ge}",
-    "greater_than": "must be > {gt}",
-    "less_than_equal": "must be <= {le}",
-    "less_than": "must be < {lt}",
-    "literal_error": "must be {expected}",
-    "int_parsing": "must be an integer",
-    "int_type": "must be an integer",
-    "float_parsing": "must be a number",
-    "float_type": "must be a number",
-    "bool_parsing": "must be true or false",
-    "string_type": "must be a string",
-    "dict_type": "must be a mapping",
-    "list_type": "must be a list",
-    "model_type": "must be a mapping",
-}
-
-
-def _model_at(model: type[BaseModel] | None, parts: list[str]) -> type[BaseModel] | None:
-    """The pydantic model class found by following ``parts`` from ``model`` (None if not a model)."""
-    for part in parts:
-        if model is None or part not in model.model_fields:
-            return None
-        ann = model.model_fields[part].annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return model
-
-
-def format_validation_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
-    """One line per problem, ``field.path must be >= 1, got 0.``, without pydantic's boilerplate.
-
-    Unknown keys get a "did you mean" suggestion when ``model`` (the validated class) is given.
-    """
-    import difflib
-
-    lines = []
-    for err in exc.errors():
-        parts = [str(p) for p in err["loc"]]
-        loc = ".".join([prefix, *parts] if prefix else parts)
-        msg = str(err["msg"])
-        for lead in ("Value error, ", "Assertion failed, "):
-            if msg.startswith(lead):
-                msg = msg[len(lead) :]
-        etype = err["type"]
-        if etype == "extra_forbidden":
-            msg = "is not a known field; remove it or check the spelling"
-            owner = _model_at(model, parts[:-1])
-            if owner is not None:
-                close = difflib.get_close_matches(parts[-1], list(owner.model_fields), n=1)
-                msg = (f"is not a known field; did you mean {close[0]!r}?" if close
-                       else f"is not a known field; valid fields: {', '.join(owner.model_fields)}")
-        elif etype == "missing":
-            msg = "is required; add it"
-        elif etype in _PHRASES:
-            msg = _PHRASES[etype].format(**err.get("ctx", {})) + f", got {err.get('input')!r}."
-        if parts and msg.startswith(parts[-1] + " "):
-            # validators already name their field: "top_p must be in (0, 1], got 1.5."
-            head = ".".join([prefix, *parts[:-1]] if prefix else parts[:-1])
-            lines.append(f"{head}.{msg}" if head else msg)
-        elif loc and re.match(r"^\w+ (?:must |is not a known field|is required)", msg):
-            # a nested model's own message ("temperature must be ..."): join it to the path
-            lines.append(f"{loc}.{msg}")
-        elif loc:
-            lines.append(f"{loc} {msg}")
-        else:
-            lines.append(msg)
-    return "; ".join(lines)
+MAX_N = 65536
+"""The most samples one request may ask for."""
+MAX_TOKENS = 1 << 20
+"""The most tokens one completion may ask for."""
 
 
 class Constraint(BaseModel):
@@ -137,12 +74,16 @@ class Constraint(BaseModel):
 
 
 class SamplingParams(BaseModel):
-    """How to decode one request. Frozen and hashable, so it can key caches and merges."""
+    """How to decode one request. Frozen and hashable, so it can key caches and merges.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Types are strict (``n="4"``, ``n=True`` and ``max_tokens=2.0`` are refused, as are NaN and
+    infinite floats) and counts are bounded, so a typo cannot ask for a billion samples.
+    """
 
-    n: int = 1
-    """Number of completions for the prompt; they share one prefill."""
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    n: int = Field(default=1, le=MAX_N)
+    """Number of completions for the prompt; they share one prefill (at most 65536)."""
     temperature: float = 1.0
     """Softmax temperature; 0 means greedy decoding (then n must be 1)."""
     top_p: float = 1.0
@@ -151,8 +92,8 @@ class SamplingParams(BaseModel):
     """Keep only the k most likely tokens (``None``: no limit)."""
     min_p: float = 0.0
     """Drop tokens whose probability is below ``min_p`` times the top token's, in [0, 1)."""
-    max_tokens: int = 256
-    """Maximum number of generated tokens per completion."""
+    max_tokens: int = Field(default=256, le=MAX_TOKENS)
+    """Maximum number of generated tokens per completion (at most 1048576)."""
     min_tokens: int = 0
     """Minimum number of generated tokens before end-of-sequence or a stop string may end it."""
     stop: tuple[str, ...] = ()

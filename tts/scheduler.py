@@ -4,8 +4,9 @@ Every request of every problem in flight goes through :meth:`Scheduler.submit`. 
 in the same event-loop turn are flushed together: identical prompts with identical sampling
 parameters (unseeded sampling) are merged into one n-sampling request, so the prompt is prefilled
 once; the rest go to the backend in priority order, where the backend batches them. Usage is counted
-here, once, for everything: each logical request charges its own :class:`~tts.types.Usage` sink and
-the scheduler's total.
+here, once, for everything: each logical request charges its sinks (the usage of its context and of
+every budget and parent context above it) and the scheduler's total; ``cost`` comes from the
+backend's ``pricing`` (USD per million tokens), when it has one.
 
 Accounting rule: a request's ``prompt_tokens`` is its prompt length; ``cached_prompt_tokens`` is the
 part the engine did not compute (its prefix cache, or a prompt shared by merged requests: the first
@@ -21,9 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tts.backends.base import Backend, Handle
+from tts.backends.base import Backend, Capabilities, Handle
 from tts.errors import Cancelled
 from tts.types import Completion, Request, Usage
+
+Sinks = tuple[Usage, ...]
+"""Where one logical request's usage is charged: its context's usage and every budget above it."""
 
 __all__ = ["Scheduler", "SchedulerStats"]
 
@@ -37,11 +41,11 @@ class SchedulerStats:
 
 
 class _Pending:
-    __slots__ = ("handle", "sink")
+    __slots__ = ("handle", "sinks")
 
-    def __init__(self, handle: Handle, sink: Usage | None) -> None:
+    def __init__(self, handle: Handle, sinks: Sinks) -> None:
         self.handle = handle
-        self.sink = sink
+        self.sinks = sinks
 
 
 class Scheduler:
@@ -56,6 +60,8 @@ class Scheduler:
         self.merge = merge
         self.clock: Callable[[], float] = clock or getattr(backend, "clock", None) or time.perf_counter
         self.usage = Usage()
+        self.pricing: Any = getattr(backend, "pricing", None)
+        self.capabilities: Capabilities = backend.capabilities
         self.stats = SchedulerStats()
         self._queue: list[_Pending] = []
         self._flush_scheduled = False
@@ -65,12 +71,12 @@ class Scheduler:
     def name(self) -> str:
         return getattr(self.backend, "name", type(self.backend).__name__)
 
-    def submit(self, request: Request, usage: Usage | None = None) -> Handle:
-        """Queue ``request``; charge its usage to ``usage`` (and the scheduler's total)."""
-        self.backend.capabilities.check(request, self.name)
+    def submit(self, request: Request, usage: Usage | Sinks = ()) -> Handle:
+        """Queue ``request``; charge its usage to ``usage`` (one sink or several) and the scheduler's total."""
+        self.capabilities.check(request, self.name)
         loop = asyncio.get_running_loop()
         handle = Handle(request, loop.create_future(), self._cancel)
-        self._queue.append(_Pending(handle, usage))
+        self._queue.append(_Pending(handle, (usage,) if isinstance(usage, Usage) else usage))
         self.stats.logical_requests += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -81,17 +87,18 @@ class Scheduler:
         for i, pending in enumerate(self._queue):
             if pending.handle is handle:
                 del self._queue[i]
-                self._charge(pending.sink, cancelled=1)
+                self.charge(pending.sinks, cancelled=1)
                 return
         # in flight: the backend handle is cancelled once none of its logical requests wants it
         for backend_handle, group in list(self._inflight.items()):
             if any(p.handle is handle for p in group):
-                self._charge(next(p.sink for p in group if p.handle is handle), cancelled=1)
+                self.charge(next(p.sinks for p in group if p.handle is handle), cancelled=1)
                 if all(p.handle is handle or p.handle.done() for p in group):
                     backend_handle.cancel()
 
-    def _charge(self, sink: Usage | None, **counts: Any) -> None:
-        for target in (self.usage, sink) if sink is not None else (self.usage,):
+    def charge(self, sinks: Sinks, **counts: Any) -> None:
+        """Add ``counts`` (Usage fields) to every sink and to the scheduler's total."""
+        for target in (self.usage, *sinks):
             for key, value in counts.items():
                 setattr(target, key, getattr(target, key) + value)
 
@@ -125,7 +132,7 @@ class Scheduler:
                 backend_handle = self.backend.submit(request)
             except Exception as exc:
                 for failed in group:
-                    self._charge(failed.sink, failures=1)
+                    self.charge(failed.sinks, failures=1)
                     if not failed.handle.done():
                         failed.handle.future.set_exception(exc)
                 continue
@@ -139,7 +146,7 @@ class Scheduler:
         if exc is not None:
             for p in group:
                 if not isinstance(exc, Cancelled):
-                    self._charge(p.sink, failures=1)
+                    self.charge(p.sinks, failures=1)
                 if not p.handle.done():
                     p.handle.future.set_exception(exc)
             return
@@ -157,7 +164,11 @@ class Scheduler:
                         c.cached_prompt_tokens = prompt_tokens
             else:
                 prompt_tokens = cached = 0
-            self._charge(p.sink, calls=1, prompt_tokens=prompt_tokens, cached_prompt_tokens=cached,
-                         completion_tokens=sum(c.token_count for c in mine), completions=len(mine))
+            completion_tokens = sum(c.token_count for c in mine)
+            counts: dict[str, Any] = {"calls": 1, "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached,
+                                      "completion_tokens": completion_tokens, "completions": len(mine)}
+            if self.pricing is not None:
+                counts["cost"] = self.pricing.cost(prompt_tokens, cached, completion_tokens)
+            self.charge(p.sinks, **counts)
             if not p.handle.done():
                 p.handle.future.set_result(mine)

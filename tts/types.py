@@ -23,12 +23,16 @@ __all__ = [
     "Request",
     "Result",
     "Score",
+    "Status",
     "Trace",
     "TraceEvent",
     "Usage",
 ]
 
 FinishReason = Literal["stop", "length", "abort", "error"]
+Status = Literal["ok", "failed", "timeout", "cut"]
+"""How a problem ended: answered; failed (an error); timed out; or cut by a budget (the strategy
+returned its best answer so far)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,24 @@ class Problem:
     question: str
     reference: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # numbers are common in datasets (ids, numeric answers): store them as text; refuse the rest
+        for name, optional in (("id", False), ("question", False), ("reference", True)):
+            value = getattr(self, name)
+            if isinstance(value, str) or (optional and value is None):
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                object.__setattr__(self, name, str(value))
+                continue
+            from tts.errors import ConfigError
+
+            raise ConfigError(f"problem.{name} must be a string{' or None' if optional else ''}, "
+                              f"got {type(value).__name__} {value!r}.")
+        if not isinstance(self.metadata, dict):
+            from tts.errors import ConfigError
+
+            raise ConfigError(f"problem.metadata must be a mapping, got {type(self.metadata).__name__}.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +222,8 @@ class Usage:
     verifier_calls: int = 0
     cancelled: int = 0
     failures: int = 0
+    cost: float = 0.0
+    """US dollars, from the backend's ``pricing`` (0 without pricing)."""
 
     @property
     def computed_prompt_tokens(self) -> int:
@@ -283,6 +307,7 @@ class Result:
     latency: float = 0.0
     strategy: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    status: Status = "ok"
 
     @classmethod
     def choose(cls, problem: Problem, candidates: list[Candidate], winner: Candidate | int | None,
@@ -294,7 +319,8 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """Answered (possibly cut by a budget): not failed and not timed out."""
+        return self.status in ("ok", "cut")
 
     def to_dict(self, trace: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -309,6 +335,8 @@ class Result:
             "winner": self.winner,
             "candidates": [c.to_dict() for c in self.candidates],
         }
+        if self.status != "ok":
+            d["status"] = self.status
         if self.error is not None:
             d["error"] = self.error
         if self.meta:

@@ -1,0 +1,98 @@
+"""The public API: every name in ``tts.__all__`` resolves, ``from tts import *`` works, importing
+``tts`` loads no heavy engine, and the edges of the core validate their inputs strictly."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import sys
+
+import pytest
+
+import tts
+from tts import ConfigError, FakeBackend, Problem, SamplingParams, run
+from tts.types import Score
+
+
+def test_every_public_name_resolves() -> None:
+    missing = [name for name in tts.__all__ if not hasattr(tts, name)]
+    assert missing == []
+    assert len(tts.__all__) == len(set(tts.__all__))
+
+
+def test_star_import_and_light_import_in_a_fresh_process() -> None:
+    code = ("import sys; from tts import *; import tts; tts.run; tts.SelfConsistency; tts.load_dataset; "
+            "heavy = [m for m in ('torch', 'transformers', 'vllm', 'matplotlib', 'numpy', 'tts.study') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # ``from tts import *`` resolves every name (studies, reports included); the README's names do not
+    # need numpy, but the star import may; the heavy engines are never imported.
+    heavy = eval(out.stdout.strip())  # noqa: S307 - our own printed list
+    assert not {"torch", "transformers", "vllm", "matplotlib"} & set(heavy)
+    code = ("import sys, tts; tts.run; tts.SelfConsistency; tts.SamplingParams; tts.load_dataset; "
+            "print([m for m in ('torch', 'transformers', 'vllm', 'matplotlib', 'numpy') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        tts.Nope  # noqa: B018
+
+
+@pytest.mark.parametrize("bad", [{"n": "4"}, {"n": True}, {"max_tokens": 2.0}, {"temperature": math.nan},
+                                 {"temperature": math.inf}, {"n": 10**23}, {"max_tokens": 10**12}])
+def test_sampling_params_are_strict(bad: dict[str, object]) -> None:
+    with pytest.raises(ConfigError) as err:
+        SamplingParams(**bad)  # type: ignore[arg-type]
+    assert "\n" not in str(err.value) and next(iter(bad)) in str(err.value)
+
+
+def test_problem_validates_its_fields() -> None:
+    p = Problem(7, "q", 42)  # type: ignore[arg-type]
+    assert p.id == "7" and p.reference == "42"
+    with pytest.raises(ConfigError, match="problem.question must be a string"):
+        Problem("1", None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="problem.reference"):
+        Problem("1", "q", ["a"])  # type: ignore[arg-type]
+
+
+def test_a_bad_problem_fails_that_problem_only() -> None:
+    class Odd:
+        """A problem-like object whose reference breaks comparison."""
+
+        id = "odd"
+        question = "q"
+        reference = object()
+        metadata: dict[str, object] = {}
+
+    backend = FakeBackend.scripted(queue=["The answer is 4."] * 4)
+    report = run(tts.Greedy(), [Problem("a", "2+2?", "4"), Odd(), Problem("b", "2+2?", "4")], backend)  # type: ignore[list-item]
+    assert [r.status for r in report.results] == ["ok", "failed", "ok"]
+    assert report.results[0].correct is True and report.results[2].correct is True
+
+
+def test_verifier_calls_are_in_the_trace_and_counted_once() -> None:
+    class Half:
+        name = "half"
+
+        async def score(self, problem: Problem, candidates: list, ctx: object = None) -> list[Score]:
+            return [Score(0.5) for _ in candidates]
+
+    backend = FakeBackend.scripted(queue=["The answer is 4."] * 4)
+    strategy = tts.BestOfN(n=4)
+    report = run(strategy, [Problem("a", "2+2?", "4")], backend, verifier=Half())
+    result = report.results[0]
+    kinds = [e.kind for e in result.trace.events]
+    assert kinds == ["generate", "verify"]
+    assert "half" in result.trace.events[1].note
+    assert result.usage.verifier_calls == 1 and report.usage.verifier_calls == 1
+
+
+def test_run_inside_a_running_loop() -> None:
+    async def main() -> float | None:
+        backend = FakeBackend.scripted(queue=["The answer is 4."])
+        return run(tts.Greedy(), [Problem("a", "2+2?", "4")], backend).accuracy
+
+    assert asyncio.run(main()) == 1.0
