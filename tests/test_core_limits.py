@@ -11,7 +11,7 @@ import pytest
 from tts import FakeBackend, Problem, Request, SamplingParams, arun, solve
 from tts.backends.fake import CostModel
 from tts.context import Context
-from tts.errors import BudgetExceeded, ConfigError, RequestTimeout
+from tts.errors import BudgetExceeded, ConfigError
 from tts.limits import Limits
 from tts.scheduler import Scheduler
 from tts.types import Result

@@ -18,7 +18,7 @@ Every public name is listed in ``__all__`` and loaded on first use (a module ``_
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -59,7 +59,8 @@ _HOMES: dict[str, str] = {
     "UniversalSelfConsistency": "tts.strategies.universal_self_consistency",
     # verifiers
     **dict.fromkeys(["Verifier", "VerifierCost"], "tts.verifiers.base"),
-    **dict.fromkeys(["AllPass", "CachedVerifier", "Cascade", "WeightedSum", "prune", "rerank"], "tts.verifiers.combine"),
+    **dict.fromkeys(["AllPass", "CachedVerifier", "Cascade", "WeightedSum", "prune", "rerank"],
+                    "tts.verifiers.combine"),
     "CalibratedVerifier": "tts.verifiers.calibration",
     **dict.fromkeys(["ChoiceVerifier", "QAVerifier"], "tts.verifiers.qa"),
     "ConsistencyVerifier": "tts.verifiers.consistency",
@@ -85,19 +86,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return __all__
 
-
-if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
-    from tts.backends import Backend, Capabilities, Handle, make_backend
-    from tts.backends.fake import CostModel, FakeBackend, OracleModel, OracleSpec, Scripted
-    from tts.context import Context
-    from tts.datasets import Dataset, load_dataset
-    from tts.errors import (BackendError, BudgetExceeded, Cancelled, ConfigError, DatasetError, ModelNotFound,
-                            RequestTimeout, TTSError, UnsupportedControl)
-    from tts.limits import Limits
-    from tts.runner import Comparison, Report, Summary, arun, compare, run, solve
-    from tts.sampling import Constraint, SamplingParams
-    from tts.scheduler import Scheduler
-    from tts.strategies.self_consistency import SelfConsistency
-    from tts.strategy import Proposer, Strategy
-    from tts.task import Task
-    from tts.types import Candidate, Completion, Message, Problem, Request, Result, Score, Trace, TraceEvent, Usage

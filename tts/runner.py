@@ -26,7 +26,8 @@ from tts.strategy import Strategy
 from tts.task import Task
 from tts.types import Problem, Request, Result, Status, Usage
 
-__all__ = ["Comparison", "Report", "Summary", "arun", "as_scheduler", "compare", "problem_seed", "run", "run_sync", "solve"]
+__all__ = ["Comparison", "Report", "Summary", "arun", "as_scheduler", "compare", "problem_seed", "run", "run_sync",
+           "solve"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,7 +7,6 @@ messages of the form ``"top_p must be in (0, 1], got 1.5."``; direct constructio
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
