@@ -11,7 +11,7 @@ import pytest
 from tts import FakeBackend, Problem, Request, SamplingParams, arun, solve
 from tts.backends.fake import CostModel
 from tts.context import Context
-from tts.errors import BudgetExceeded, ConfigError
+from tts.errors import BudgetExceeded, ConfigError, RequestTimeout
 from tts.limits import Limits
 from tts.scheduler import Scheduler
 from tts.types import Result
@@ -151,3 +151,22 @@ def test_seed_requests_make_a_problem_independent_of_what_else_runs() -> None:
     assert [c.answer for c in r1.results[1].candidates] == [c.answer for c in r2.results[0].candidates]
     r3 = asyncio.run(arun(Sample(), a[1:], FakeBackend(Random()), seed=8, seed_requests=True))
     assert [c.answer for c in r3.results[0].candidates] != [c.answer for c in r2.results[0].candidates]
+
+
+def test_failed_problems_count_as_wrong_and_rates_are_reported() -> None:
+    class Flaky:
+        name = "flaky"
+
+        async def solve(self, problem: Problem, ctx: Context) -> Result:
+            if problem.id.startswith("bad"):
+                raise RuntimeError("engine went away")
+            if problem.id.startswith("slow"):
+                raise RequestTimeout("too slow")
+            out = [ctx.parse(c) for c in await ctx.generate(Request(problem.question, SamplingParams(temperature=0)))]
+            return Result.choose(problem, out, winner=0)
+
+    problems = [Problem("ok1", "q", "42"), Problem("bad1", "q", "42"), Problem("bad2", "q", "42"),
+                Problem("slow1", "q", "42")]
+    s = asyncio.run(arun(Flaky(), problems, FakeBackend(Long()))).summary()
+    assert s.accuracy == 0.25 and s.accuracy_answered == 1.0
+    assert s.failure_rate == 0.5 and s.timeout_rate == 0.25 and s.cut_rate == 0.0 and s.failures == 3

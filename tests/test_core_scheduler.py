@@ -201,3 +201,33 @@ def test_cancelled_in_flight_work_is_still_counted() -> None:
         assert sched.usage.completion_tokens == 10 and ctx.usage.completion_tokens == 10
 
     asyncio.run(main())
+
+
+def test_fewer_samples_than_asked_are_topped_up_or_fail() -> None:
+    import asyncio as _asyncio
+
+    from tts import BackendError, FakeBackend, Request, SamplingParams
+    from tts.scheduler import Scheduler
+
+    class Capped(FakeBackend):
+        """A server that returns at most ``cap`` choices per request."""
+
+        def __init__(self, cap: int) -> None:
+            super().__init__()
+            self.cap = cap
+
+        def submit(self, request: Request):  # type: ignore[no-untyped-def]
+            if request.params.n > self.cap:
+                request = Request(request.prompt, request.params.with_n(self.cap), request.priority,
+                                  request.assistant_prefix)
+            return super().submit(request)
+
+    async def main(cap: int) -> tuple[int, int]:
+        sched = Scheduler(Capped(cap))
+        out = await sched.submit(Request("q", SamplingParams(n=8, temperature=0.7)))
+        return len(out), sched.stats.top_ups
+
+    assert _asyncio.run(main(6)) == (8, 1)
+    assert _asyncio.run(main(4)) == (8, 1)
+    with pytest.raises(BackendError, match="returned 6 of 8 samples"):
+        _asyncio.run(main(2))

@@ -44,7 +44,7 @@ T = TypeVar("T")
 class Context:
     """Per-problem handle on the scheduler, the task, verifiers, the retriever, limits, trace and usage."""
 
-    __slots__ = ("_budgets", "_counter", "_sinks", "problem", "retriever", "rng", "scheduler", "seed",
+    __slots__ = ("_budgets", "_counter", "_sinks", "first_submit", "problem", "retriever", "rng", "scheduler", "seed",
                  "seed_requests", "task", "trace", "usage", "verifier")
 
     def __init__(self, scheduler: Scheduler, task: Task | None = None, *, problem: Problem | None = None,
@@ -62,6 +62,8 @@ class Context:
         self.retriever = retriever
         self.seed_requests = seed_requests
         self._counter = [0]
+        self.first_submit: float | None = None
+        """When this context first submitted a request (a problem's latency starts there)."""
         own = [self._budget(limits, "problem")] if limits is not None and limits.active() else []
         self._budgets: tuple[Budget, ...] = (*own, *budgets)
         # every usage this context's spend is charged to: its own, its budgets', its parents'
@@ -131,6 +133,8 @@ class Context:
             request = replace(request, params=request.params.model_copy(update={"seed": seed}))
         handle = self.scheduler.submit(request, self._sinks)
         start = self.scheduler.clock()
+        if self.first_submit is None:
+            self.first_submit = start
         handle.future.add_done_callback(lambda fut: self._record(request, fut, start))
         return handle
 

@@ -51,6 +51,15 @@ class Summary:
     wall_time: float
     failures: int
     usage: Usage
+    accuracy_answered: float | None = None
+    """Accuracy over the problems that were answered (not failed, not timed out): named apart,
+    because leaving failures out of the denominator flatters a configuration that fails."""
+    failure_rate: float = 0.0
+    timeout_rate: float = 0.0
+    cut_rate: float = 0.0
+    """Answered, but cut short by a budget (the answer counts in ``accuracy``)."""
+    empty_rate: float = 0.0
+    """Answered problems whose answer is missing or empty."""
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "usage"}
@@ -72,6 +81,7 @@ class Report:
 
     @property
     def accuracy(self) -> float | None:
+        """Correct over every scored problem: a failed or timed-out problem counts as wrong."""
         scored = [r.correct for r in self.results if r.correct is not None]
         return sum(scored) / len(scored) if scored else None
 
@@ -91,7 +101,17 @@ class Report:
             prompt_tokens_per_problem=u.prompt_tokens / n, cached_prompt_tokens_per_problem=u.cached_prompt_tokens / n,
             completion_tokens_per_problem=u.completion_tokens / n, calls_per_problem=u.calls / n,
             latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
-            wall_time=self.wall_time, failures=sum(1 for r in self.results if not r.ok), usage=u)
+            wall_time=self.wall_time, failures=sum(1 for r in self.results if not r.ok), usage=u,
+            accuracy_answered=_mean([float(bool(r.correct)) for r in self.results if r.ok and r.correct is not None]),
+            failure_rate=self._rate("failed"), timeout_rate=self._rate("timeout"), cut_rate=self._rate("cut"),
+            empty_rate=sum(1 for r in self.results if r.ok and not (r.answer or "").strip()) / n)
+
+    def _rate(self, status: str) -> float:
+        return sum(1 for r in self.results if r.status == status) / max(len(self.results), 1)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _strategy_name(strategy: Strategy) -> str:
@@ -112,7 +132,10 @@ async def _solve_one(strategy: Strategy, problem: Problem, ctx: Context) -> Resu
     except Exception as exc:  # one problem's failure (a bad problem included) must not sink the run
         log.warning("problem %s failed: %s: %s", problem.id, type(exc).__name__, exc)
         result = Result(problem=problem, answer=None, error=f"{type(exc).__name__}: {exc}", status=_status(exc))
-    result.latency = clock() - start
+        # a failed or timed-out problem is scored wrong: accuracy never leaves it out
+        result.correct = False if isinstance(getattr(problem, "reference", None), str) else None
+    # latency runs from the problem's first request (time queued behind other problems is not its own)
+    result.latency = clock() - (ctx.first_submit if ctx.first_submit is not None else start)
     result.usage = ctx.usage
     result.usage.wall_time = result.latency
     result.trace = ctx.trace

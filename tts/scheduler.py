@@ -11,20 +11,30 @@ backend's ``pricing`` (USD per million tokens), when it has one.
 Accounting rule: a request's ``prompt_tokens`` is its prompt length; ``cached_prompt_tokens`` is the
 part the engine did not compute (its prefix cache, or a prompt shared by merged requests: the first
 request of a merge is charged the engine's computation, the others have their whole prompt cached).
+
+Short answers: a backend that returns fewer samples than asked (an OpenAI-compatible server that
+caps ``n``) is asked again for the rest, at most ``MAX_TOP_UPS`` times; a request still short then
+fails with :class:`~tts.errors.BackendError`, never silently with fewer samples.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tts.backends.base import Backend, Capabilities, Handle
-from tts.errors import Cancelled
+from tts.errors import BackendError, Cancelled
 from tts.types import Completion, Request, Usage
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_UPS = 2
+"""How often the scheduler asks again for samples a backend did not return before failing."""
 
 Sinks = tuple[Usage, ...]
 """Where one logical request's usage is charged: its context's usage and every budget above it."""
@@ -38,6 +48,8 @@ class SchedulerStats:
     logical_requests: int = 0
     backend_requests: int = 0
     merged_requests: int = 0
+    top_ups: int = 0
+    """Requests sent again for samples a backend did not return."""
 
 
 class _Pending:
@@ -140,7 +152,8 @@ class Scheduler:
             self._inflight[backend_handle] = group
             backend_handle.future.add_done_callback(functools.partial(self._deliver, backend_handle, group))
 
-    def _deliver(self, backend_handle: Handle, group: list[_Pending], fut: asyncio.Future[list[Completion]]) -> None:
+    def _deliver(self, backend_handle: Handle, group: list[_Pending], fut: asyncio.Future[list[Completion]],
+                 earlier: list[Completion] | None = None, attempt: int = 0) -> None:
         self._inflight.pop(backend_handle, None)
         exc = fut.exception()
         if exc is not None:
@@ -150,12 +163,24 @@ class Scheduler:
                 if not p.handle.done():
                     p.handle.future.set_exception(exc)
             return
-        completions = fut.result()
+        completions = [*earlier, *fut.result()] if earlier else fut.result()
+        wanted = sum(p.handle.request.params.n for p in group)
+        if len(completions) < wanted and attempt < MAX_TOP_UPS and not all(p.handle.done() for p in group):
+            self._top_up(group, completions, wanted, attempt + 1)
+            return
         start = 0
         for i, p in enumerate(group):
             n = p.handle.request.params.n
             mine = completions[start:start + n]
             start += n
+            if len(mine) < n:
+                self.charge(p.sinks, failures=1, completions=len(mine),
+                            completion_tokens=sum(c.token_count for c in mine))
+                if not p.handle.done():
+                    p.handle.future.set_exception(BackendError(
+                        f"backend {self.name!r} returned {len(mine)} of {n} samples after {attempt} top-up "
+                        "requests; check the server's n support or lower n."))
+                continue
             if mine:
                 prompt_tokens = mine[0].prompt_tokens
                 cached = mine[0].cached_prompt_tokens if i == 0 else prompt_tokens
@@ -172,3 +197,26 @@ class Scheduler:
             self.charge(p.sinks, **counts)
             if not p.handle.done():
                 p.handle.future.set_result(mine)
+
+    def _top_up(self, group: list[_Pending], got: list[Completion], wanted: int, attempt: int) -> None:
+        """Ask again for the samples a backend did not return (a server that caps n, say)."""
+        first = group[0].handle.request
+        params = first.params.with_n(wanted - len(got))
+        if params.seed is not None:  # the same seed would repeat the same samples
+            params = params.model_copy(update={"seed": params.seed + 7919 * attempt})
+        request = Request(first.prompt, params, first.priority, first.assistant_prefix)
+        log.info("backend %s returned %d of %d samples; asking for the rest (top-up %d)", self.name, len(got),
+                 wanted, attempt)
+        try:
+            backend_handle = self.backend.submit(request)
+        except Exception as exc:
+            for p in group:
+                self.charge(p.sinks, failures=1)
+                if not p.handle.done():
+                    p.handle.future.set_exception(exc)
+            return
+        self.stats.backend_requests += 1
+        self.stats.top_ups += 1
+        self._inflight[backend_handle] = group
+        backend_handle.future.add_done_callback(
+            functools.partial(self._deliver, backend_handle, group, earlier=got, attempt=attempt))
