@@ -170,3 +170,15 @@ def test_failed_problems_count_as_wrong_and_rates_are_reported() -> None:
     s = asyncio.run(arun(Flaky(), problems, FakeBackend(Long()))).summary()
     assert s.accuracy == 0.25 and s.accuracy_answered == 1.0
     assert s.failure_rate == 0.5 and s.timeout_rate == 0.25 and s.cut_rate == 0.0 and s.failures == 3
+
+
+def test_latency_is_per_problem_and_per_request_on_the_virtual_clock() -> None:
+    """Four one-call problems, two in flight at a time, each batch costs 1 s of virtual time: every
+    problem's latency is 1 s (from its first request), not the run's 2 s; QPS is 4 / 2 s."""
+    backend = FakeBackend(Long(), cost=CostModel(per_batch=1.0, prefill_per_token=0.0, decode_step=0.0))
+    problems = [Problem(str(i), "question", "42") for i in range(4)]
+    report = asyncio.run(arun(Calls(1), problems, backend, concurrency=2))
+    s = report.summary()
+    assert [r.latency for r in report.results] == [1.0, 1.0, 1.0, 1.0]
+    assert report.wall_time == 2.0 and s.latency_p50 == 1.0 and s.latency_p95 == 1.0
+    assert s.request_latency_p50 == 1.0 and s.qps == 2.0

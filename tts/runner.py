@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
@@ -20,6 +21,7 @@ from tts.backends.base import Backend
 from tts.context import Context
 from tts.errors import BudgetExceeded, RequestTimeout
 from tts.limits import Budget, Limits
+from tts.metrics import latency_stats, request_latencies, throughput
 from tts.sampling import SamplingParams
 from tts.scheduler import Scheduler
 from tts.strategy import Strategy
@@ -60,6 +62,11 @@ class Summary:
     """Answered, but cut short by a budget (the answer counts in ``accuracy``)."""
     empty_rate: float = 0.0
     """Answered problems whose answer is missing or empty."""
+    request_latency_p50: float = math.nan
+    """Submit to completion of one engine request, seconds."""
+    request_latency_p95: float = math.nan
+    qps: float = math.nan
+    """Problems finished per second of the run's wall time."""
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "usage"}
@@ -86,7 +93,7 @@ class Report:
         return sum(scored) / len(scored) if scored else None
 
     def summary(self) -> Summary:
-        from tts.stats import bootstrap_ci, percentile  # numpy: loaded when a summary is asked for
+        from tts.stats import bootstrap_ci  # numpy: loaded when a summary is asked for
 
         n = max(len(self.results), 1)
         scored = [float(bool(r.correct)) for r in self.results if r.correct is not None]
@@ -94,13 +101,16 @@ class Report:
         if scored:
             acc, lo, hi = bootstrap_ci(scored)
             ci = (lo, hi)
-        latencies = [r.latency for r in self.results if r.ok]
+        latency = latency_stats(r.latency for r in self.results if r.ok)
+        requests = latency_stats(request_latencies(r.trace for r in self.results))
         u = self.usage
         return Summary(
             strategy=self.strategy, problems=len(self.results), scored=len(scored), accuracy=acc, accuracy_ci=ci,
             prompt_tokens_per_problem=u.prompt_tokens / n, cached_prompt_tokens_per_problem=u.cached_prompt_tokens / n,
             completion_tokens_per_problem=u.completion_tokens / n, calls_per_problem=u.calls / n,
-            latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
+            latency_p50=latency.p50, latency_p95=latency.p95,
+            request_latency_p50=requests.p50, request_latency_p95=requests.p95,
+            qps=throughput(len(self.results), self.wall_time),
             wall_time=self.wall_time, failures=sum(1 for r in self.results if not r.ok), usage=u,
             accuracy_answered=_mean([float(bool(r.correct)) for r in self.results if r.ok and r.correct is not None]),
             failure_rate=self._rate("failed"), timeout_rate=self._rate("timeout"), cut_rate=self._rate("cut"),
