@@ -88,7 +88,7 @@ def test_verifier_calls_are_in_the_trace_and_counted_once() -> None:
     kinds = [e.kind for e in result.trace.events]
     assert kinds == ["generate", "verify"]
     assert "half" in result.trace.events[1].note
-    assert result.usage.verifier_calls == 1 and report.usage.verifier_calls == 1
+    assert result.usage.verifier_calls == 4 and report.usage.verifier_calls == 4  # one per candidate
 
 
 def test_run_inside_a_running_loop() -> None:
@@ -97,3 +97,23 @@ def test_run_inside_a_running_loop() -> None:
         return run(tts.Greedy(), [Problem("a", "2+2?", "4")], backend).accuracy
 
     assert asyncio.run(main()) == 1.0
+
+
+def test_judges_tokens_are_verifier_tokens_and_calls_count_per_candidate() -> None:
+    from tts import Request
+    from tts.context import Context
+
+    class Judge:
+        name = "judge"
+
+        async def score(self, problem: Problem, candidates: list, ctx: Context | None = None) -> list[Score]:
+            assert ctx is not None
+            out = await ctx.generate(Request("Is it right? yes or no", SamplingParams(temperature=0, max_tokens=4)))
+            return [Score(1.0 if "yes" in out[0].text else 0.0) for _ in candidates]
+
+    backend = FakeBackend.scripted(queue=["The answer is 4."] * 3 + ["yes"])
+    result = run(tts.BestOfN(n=3), [Problem("a", "2+2?", "4")], backend, verifier=Judge()).results[0]
+    u = result.usage
+    assert u.verifier_calls == 3 and u.calls == 2 and u.completions == 3
+    assert u.verifier_completion_tokens == 1 and u.verifier_prompt_tokens > 0
+    assert u.completion_tokens == backend.completion_tokens - 1

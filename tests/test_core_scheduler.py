@@ -135,7 +135,7 @@ def test_virtual_clock_latency_is_exact() -> None:
     model, problems = oracle_problems(4)
     cost = CostModel(prefill_per_token=0.001, decode_step=0.01, max_concurrency=8)
     backend = FakeBackend(model, cost=cost)
-    report = run(SelfConsistency(n=4, sampling={"temperature": 0.7, "max_tokens": 64}), problems, backend)
+    report = run(SelfConsistency(n=4, proposer={"name": "few_shot", "sampling": {"temperature": 0.7, "max_tokens": 64}}), problems, backend)
     prompt = sum(len(r.candidates[0].completion.prompt_text.split()) for r in report.results)  # type: ignore[union-attr]
     lengths = [c.completion.token_count for r in report.results for c in r.candidates]  # type: ignore[union-attr]
     expected = prompt * 0.001 + (max(lengths[:8]) + max(lengths[8:])) * 0.01

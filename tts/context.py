@@ -41,10 +41,22 @@ __all__ = ["Context"]
 T = TypeVar("T")
 
 
+class _Shared:
+    """What a problem's contexts (the problem's and its children) share."""
+
+    __slots__ = ("first_submit", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        """Requests seeded so far (the next seed's position)."""
+        self.first_submit: float | None = None
+        """When the problem first submitted a request (its latency starts there)."""
+
+
 class Context:
     """Per-problem handle on the scheduler, the task, verifiers, the retriever, limits, trace and usage."""
 
-    __slots__ = ("_budgets", "_counter", "_sinks", "first_submit", "problem", "retriever", "rng", "scheduler", "seed",
+    __slots__ = ("_budgets", "_shared", "_sinks", "_verifying", "problem", "retriever", "rng", "scheduler", "seed",
                  "seed_requests", "task", "trace", "usage", "verifier")
 
     def __init__(self, scheduler: Scheduler, task: Task | None = None, *, problem: Problem | None = None,
@@ -61,9 +73,8 @@ class Context:
         self.verifier = verifier
         self.retriever = retriever
         self.seed_requests = seed_requests
-        self._counter = [0]
-        self.first_submit: float | None = None
-        """When this context first submitted a request (a problem's latency starts there)."""
+        self._shared = _Shared()
+        self._verifying = False
         own = [self._budget(limits, "problem")] if limits is not None and limits.active() else []
         self._budgets: tuple[Budget, ...] = (*own, *budgets)
         # every usage this context's spend is charged to: its own, its budgets', its parents'
@@ -81,7 +92,8 @@ class Context:
         child = Context(self.scheduler, self.task, problem=problem or self.problem, seed=self.seed,
                         verifier=self.verifier, retriever=self.retriever, seed_requests=self.seed_requests,
                         budgets=budgets, sinks=sinks)
-        child._counter = self._counter
+        child._shared = self._shared
+        child._verifying = self._verifying
         child.trace = self.trace
         return child
 
@@ -114,6 +126,11 @@ class Context:
     # -------------------------------------------------------------------------------- engine
 
     @property
+    def first_submit(self) -> float | None:
+        """When this problem first submitted a request (through any of its contexts)."""
+        return self._shared.first_submit
+
+    @property
     def clock(self) -> Callable[[], float]:
         return self.scheduler.clock
 
@@ -127,14 +144,15 @@ class Context:
         cancel it (early stopping)."""
         for budget in self._budgets:
             request = budget.admit(request)
+        shared = self._shared
         if self.seed_requests and request.params.seed is None and self.seed is not None:
-            seed = zlib.crc32(f"{self.seed}:{self._counter[0]}".encode())
-            self._counter[0] += 1
+            seed = zlib.crc32(f"{self.seed}:{shared.requests}".encode())
+            shared.requests += 1
             request = replace(request, params=request.params.model_copy(update={"seed": seed}))
-        handle = self.scheduler.submit(request, self._sinks)
+        handle = self.scheduler.submit(request, self._sinks, verifier=self._verifying)
         start = self.scheduler.clock()
-        if self.first_submit is None:
-            self.first_submit = start
+        if shared.first_submit is None:
+            shared.first_submit = start
         handle.future.add_done_callback(lambda fut: self._record(request, fut, start))
         return handle
 
@@ -178,19 +196,22 @@ class Context:
 
     async def verify(self, candidates: list[Candidate], verifier: Any = None) -> list[Score]:
         """Score candidates with ``verifier`` (or the context's), append the scores to them, record
-        the call in the trace and charge it (once, through the scheduler)."""
+        the call in the trace and charge it (once, through the scheduler): one verifier call per
+        candidate, and the engine requests the verifier makes as verifier tokens."""
         v = verifier or self.verifier
         if v is None or self.problem is None:
             raise ConfigError("ctx.verify needs a verifier: pass one or give the runner verifier=...")
         start = self.scheduler.clock()
         name = getattr(v, "name", type(v).__name__)
+        judge = self.child()
+        judge._verifying = True  # what the verifier asks of the engine is charged as verifier tokens
         try:
-            scores: list[Score] = await v.score(self.problem, candidates, self)
+            scores: list[Score] = await v.score(self.problem, candidates, judge)
         except Exception as exc:
             self.trace.add(TraceEvent("verify", None, [], start, self.scheduler.clock(),
                                       note=f"{name}: {type(exc).__name__}: {exc}"))
             raise
-        self.scheduler.charge(self._sinks, verifier_calls=1)
+        self.scheduler.charge(self._sinks, verifier_calls=len(candidates))
         for c, s in zip(candidates, scores, strict=True):
             c.scores.append(s)
         values = ", ".join(f"{s.value:.3g}" for s in scores[:16])
@@ -206,7 +227,8 @@ class Context:
                               "retriever to the pipeline.")
         start = self.scheduler.clock()
         search = getattr(self.retriever, "retrieve", self.retriever)
-        passages: list[Any] = await asyncio.to_thread(search, query, k)
+        found = search(query, k) if asyncio.iscoroutinefunction(search) else asyncio.to_thread(search, query, k)
+        passages: list[Any] = list(await found)  # an async retriever is awaited, a sync one runs in a thread
         self.trace.add(TraceEvent("retrieve", None, [], start, self.scheduler.clock(),
                                   note=f"{query!r}: {len(passages)} passages"))
         return passages

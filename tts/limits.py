@@ -38,7 +38,7 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     max_tokens: int | None = Field(default=None, ge=1, le=10**12)
-    """Prompt plus completion tokens."""
+    """Prompt plus completion tokens, verifiers' requests included."""
     max_completion_tokens: int | None = Field(default=None, ge=1, le=10**12)
     """Generated tokens."""
     max_calls: int | None = Field(default=None, ge=1, le=10**9)
@@ -91,7 +91,7 @@ class Budget:
             if room <= 0:
                 raise self._exceeded("max_completion_tokens", lim.max_completion_tokens, spent.completion_tokens)
         if lim.max_tokens is not None:
-            total = spent.prompt_tokens + spent.completion_tokens
+            total = spent.all_tokens
             if total >= lim.max_tokens:
                 raise self._exceeded("max_tokens", lim.max_tokens, total)
             room = min(room, lim.max_tokens - total)

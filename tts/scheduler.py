@@ -53,11 +53,12 @@ class SchedulerStats:
 
 
 class _Pending:
-    __slots__ = ("handle", "sinks")
+    __slots__ = ("handle", "sinks", "verifier")
 
-    def __init__(self, handle: Handle, sinks: Sinks) -> None:
+    def __init__(self, handle: Handle, sinks: Sinks, verifier: bool) -> None:
         self.handle = handle
         self.sinks = sinks
+        self.verifier = verifier
 
 
 class Scheduler:
@@ -83,12 +84,13 @@ class Scheduler:
     def name(self) -> str:
         return getattr(self.backend, "name", type(self.backend).__name__)
 
-    def submit(self, request: Request, usage: Usage | Sinks = ()) -> Handle:
-        """Queue ``request``; charge its usage to ``usage`` (one sink or several) and the scheduler's total."""
+    def submit(self, request: Request, usage: Usage | Sinks = (), *, verifier: bool = False) -> Handle:
+        """Queue ``request``; charge its usage to ``usage`` (one sink or several) and the scheduler's total.
+        ``verifier``: the request is a verifier's (a judge's), so its tokens are charged as verifier tokens."""
         self.capabilities.check(request, self.name)
         loop = asyncio.get_running_loop()
         handle = Handle(request, loop.create_future(), self._cancel)
-        self._queue.append(_Pending(handle, (usage,) if isinstance(usage, Usage) else usage))
+        self._queue.append(_Pending(handle, (usage,) if isinstance(usage, Usage) else usage, verifier))
         self.stats.logical_requests += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -190,8 +192,12 @@ class Scheduler:
             else:
                 prompt_tokens = cached = 0
             completion_tokens = sum(c.token_count for c in mine)
-            counts: dict[str, Any] = {"calls": 1, "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached,
-                                      "completion_tokens": completion_tokens, "completions": len(mine)}
+            if p.verifier:
+                counts: dict[str, Any] = {"calls": 1, "verifier_prompt_tokens": prompt_tokens,
+                                          "verifier_completion_tokens": completion_tokens}
+            else:
+                counts = {"calls": 1, "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached,
+                          "completion_tokens": completion_tokens, "completions": len(mine)}
             if self.pricing is not None:
                 counts["cost"] = self.pricing.cost(prompt_tokens, cached, completion_tokens)
             self.charge(p.sinks, **counts)

@@ -220,10 +220,16 @@ class Usage:
     completions: int = 0
     wall_time: float = 0.0
     verifier_calls: int = 0
+    """Candidates judged by verifiers (one per candidate per verifier)."""
+    verifier_prompt_tokens: int = 0
+    """Prompt tokens of engine requests made by verifiers (judges, self-verification), apart from
+    the strategy's own ``prompt_tokens``."""
+    verifier_completion_tokens: int = 0
+    """Completion tokens generated for verifiers, apart from ``completion_tokens``."""
     cancelled: int = 0
     failures: int = 0
     cost: float = 0.0
-    """US dollars, from the backend's ``pricing`` (0 without pricing)."""
+    """US dollars, from the backend's ``pricing`` (0 without pricing), verifier requests included."""
 
     @property
     def computed_prompt_tokens(self) -> int:
@@ -231,7 +237,17 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """Prompt plus completion tokens of the strategy's own requests (verifiers apart)."""
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def verifier_tokens(self) -> int:
+        return self.verifier_prompt_tokens + self.verifier_completion_tokens
+
+    @property
+    def all_tokens(self) -> int:
+        """Every token the engine processed for this scope: the strategy's and its verifiers'."""
+        return self.total_tokens + self.verifier_tokens
 
     def add(self, other: Usage) -> None:
         for name in self.__slots__:
