@@ -49,18 +49,35 @@ def main() -> None:
     from tts.types import Problem
 
     start = time.perf_counter()
-    backend = VLLMBackend(model=args.model, mode="offline", dtype=args.dtype, enforce_eager=args.enforce_eager,
-                          kv_cache_memory_bytes=int(args.kv_cache_gib * (1 << 30)), max_model_len=1024, seed=0)
+    backend = VLLMBackend(
+        model=args.model,
+        mode="offline",
+        dtype=args.dtype,
+        enforce_eager=args.enforce_eager,
+        kv_cache_memory_bytes=int(args.kv_cache_gib * (1 << 30)),
+        max_model_len=1024,
+        seed=0,
+    )
     print(f"engine started in {time.perf_counter() - start:.1f}s")
     llm = backend.llm
     task = Task()
-    problems = [Problem(id=f"q{i}", question=f"Tom has {i + 3} apples and buys {2 * i + 5} more. "
-                        f"How many apples does he have now?", reference=str(3 * i + 8)) for i in range(args.prompts)]
+    problems = [
+        Problem(
+            id=f"q{i}",
+            question=f"Tom has {i + 3} apples and buys {2 * i + 5} more. How many apples does he have now?",
+            reference=str(3 * i + 8),
+        )
+        for i in range(args.prompts)
+    ]
     sampling = SamplingParams(temperature=0.7, max_tokens=args.max_tokens, ignore_eos=True)
-    strategy = SelfConsistency(n=args.n, sampling=sampling)
+    strategy = SelfConsistency(n=args.n, proposer={"name": "few_shot", "sampling": sampling})
     tokenizer = llm.get_tokenizer()
-    raw_prompts = [tokenizer.apply_chat_template([{"role": "user", "content": task.render(p.question, "cot")}],
-                                                 tokenize=False, add_generation_prompt=True) for p in problems]
+    raw_prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": task.render(p.question, "cot")}], tokenize=False, add_generation_prompt=True
+        )
+        for p in problems
+    ]
     raw_params = VSamplingParams(n=args.n, temperature=0.7, max_tokens=args.max_tokens, ignore_eos=True)
 
     def run_tts() -> tuple[float, float, int, int, int]:
@@ -88,7 +105,8 @@ def main() -> None:
         # warm-up (not timed): the first engine steps at each batch shape are slow on CPU
         t0 = time.perf_counter()
         llm.generate(raw_prompts, VSamplingParams(n=args.n, max_tokens=8, ignore_eos=True), use_tqdm=False)
-        asyncio.run(arun(SelfConsistency(n=args.n, sampling=sampling.replace(max_tokens=8)), problems[:4], backend))
+        warm = {"name": "few_shot", "sampling": sampling.replace(max_tokens=8)}
+        asyncio.run(arun(SelfConsistency(n=args.n, proposer=warm), problems[:4], backend))
         print(f"warm-up {time.perf_counter() - t0:.1f}s", flush=True)
         for rnd in range(args.rounds):
             order = [("tts", run_tts), ("raw", run_raw)] if rnd % 2 == 0 else [("raw", run_raw), ("tts", run_tts)]
@@ -97,20 +115,26 @@ def main() -> None:
                 wall, cpu, submitted, computed, generated = fn()
                 walls[side] = wall
                 rows.append({"round": rnd, "side": side, "wall": wall, "cpu": cpu})
-                print(f"round {rnd} {side:>3}: wall {wall:7.2f}s  frontend CPU {cpu:6.2f}s  "
-                      f"prompt tokens submitted {submitted:6d}  computed {computed:6d}  "
-                      f"completion tokens {generated:6d}", flush=True)
+                print(
+                    f"round {rnd} {side:>3}: wall {wall:7.2f}s  frontend CPU {cpu:6.2f}s  "
+                    f"prompt tokens submitted {submitted:6d}  computed {computed:6d}  "
+                    f"completion tokens {generated:6d}",
+                    flush=True,
+                )
             ratios.append(walls["tts"] / walls["raw"])
             print(f"round {rnd} ratio {ratios[-1]:.4f}", flush=True)
     finally:
         backend.shutdown()
+
     def med(side: str, key: str) -> float:
         return statistics.median(r[key] for r in rows if r["side"] == side)
 
-    print(f"{args.prompts} prompts x n={args.n} x {args.max_tokens} tokens, {args.rounds} rounds; "
-          f"median wall tts {med('tts', 'wall'):.2f}s raw {med('raw', 'wall'):.2f}s; "
-          f"median frontend CPU (this process: tokenizer, detokenizer, tts-scale) "
-          f"tts {med('tts', 'cpu'):.2f}s raw {med('raw', 'cpu'):.2f}s")
+    print(
+        f"{args.prompts} prompts x n={args.n} x {args.max_tokens} tokens, {args.rounds} rounds; "
+        f"median wall tts {med('tts', 'wall'):.2f}s raw {med('raw', 'wall'):.2f}s; "
+        f"median frontend CPU (this process: tokenizer, detokenizer, tts-scale) "
+        f"tts {med('tts', 'cpu'):.2f}s raw {med('raw', 'cpu'):.2f}s"
+    )
     print(f"ratio={statistics.median(ratios):.4f}")
 
 

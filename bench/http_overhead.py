@@ -1,25 +1,35 @@
-"""Client-side CPU cost of the OpenAI-compatible backend per completion.
+"""Client CPU per completion of the whole stack over HTTP, against a bare aiohttp client.
 
-A zero-latency OpenAI-compatible aiohttp server runs in its own process (multiprocessing) on
-loopback and answers every chat request at once with n canned choices. The client sends 64 prompts
-x n=8 through :class:`tts.backends.openai.OpenAIBackend` per round, all in flight together, and
-measures its own process CPU time (``time.process_time()``); the server's CPU is not counted.
-A bare aiohttp loop posting the same bodies and reading the answers (no JSON work, no completion
-objects) gives the floor. Prints per-round numbers and, last, ``us_per_completion=<median>``.
+The workload the target was set for: 64 problems x self-consistency n=8 through ``tts.arun``, the
+scheduler and :class:`tts.backends.openai.OpenAIBackend`, against a zero-latency OpenAI-compatible
+server that runs in another process (a raw asyncio HTTP/1.1 server on 127.0.0.1 that answers each
+chat request at once with n canned choices). The client measures its own CPU time
+(``time.process_time()``); the server's is not counted.
 
-    python bench/http_overhead.py [--prompts 64] [--n 8] [--rounds 20]
+The floor, in the same run: a bare aiohttp client (one pooled session, 64 calls in flight) posting
+the very request bodies tts-scale sent (the server records them in the warm-up round) and reading
+the answers, with no JSON decoding and no objects built. Rounds of the two alternate, so machine
+load hits both alike. A third series submits the same requests straight to the backend (no
+scheduler, context, strategy or answer parsing) to show where the time goes. Prints per-round
+figures, ``backend_us_per_completion=``, then ``floor_us_per_completion=``, ``us_per_completion=``
+and, last, ``over_floor_us=`` (medians; target: over_floor_us <= 20).
+
+    python bench/http_overhead.py [--problems 64] [--n 8] [--rounds 15] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import multiprocessing
 import socket
 import statistics
 import time
 from typing import Any
+
+TEXT = "Let's think step by step. " * 12 + "The answer is 42."
 
 
 def _free_port() -> int:
@@ -29,113 +39,198 @@ def _free_port() -> int:
 
 
 def _canned(n: int) -> bytes:
-    text = "Let's think step by step. " * 12 + "The answer is 42."
-    choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "length",
-                "logprobs": None} for i in range(n)]
-    return json.dumps({"id": "cmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
-                       "choices": choices, "usage": {"prompt_tokens": 60, "completion_tokens": 64 * n,
-                                                     "total_tokens": 60 + 64 * n,
-                                                     "prompt_tokens_details": {"cached_tokens": 48}}}).encode()
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": TEXT}, "finish_reason": "stop", "logprobs": None}
+        for i in range(n)
+    ]
+    body = json.dumps(
+        {
+            "id": "cmpl-bench",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "bench",
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": 60,
+                "completion_tokens": 64 * n,
+                "total_tokens": 60 + 64 * n,
+                "prompt_tokens_details": {"cached_tokens": 48},
+            },
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    ).encode()
+    return head + body
 
 
 def _serve(port: int, ready: Any) -> None:
-    from aiohttp import web
+    """A minimal keep-alive HTTP/1.1 server: POST -> n canned choices; GET /bodies -> what it
+    recorded while recording was on (POST /record switches it on, GET /bodies off)."""
+    import re
 
-    bodies: dict[int, bytes] = {}
+    answers: dict[int, bytes] = {}
+    recorded: list[str] = []
+    state = {"record": False}
+    n_field = re.compile(rb'"n":\s*(\d+)')
 
-    async def chat(request: web.Request) -> web.Response:
-        raw = await request.read()
-        i = raw.find(b'"n":')
-        n = int(raw[i + 4:raw.find(b",", i)].strip(b" }")) if i >= 0 else 1
-        body = bodies.get(n)
-        if body is None:
-            body = bodies[n] = _canned(n)
-        return web.Response(body=body, content_type="application/json")
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length) if length else b""
+                if head.startswith(b"POST /record"):
+                    state["record"] = True
+                    recorded.clear()
+                    out = b"{}"
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n" + out)
+                    continue
+                if head.startswith(b"GET /bodies"):
+                    state["record"] = False
+                    out = json.dumps(recorded).encode()
+                    writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {len(out)}\r\n\r\n".encode() + out)
+                    continue
+                if state["record"]:
+                    recorded.append(body.decode())
+                m = n_field.search(body)
+                n = int(m.group(1)) if m else 1
+                answer = answers.get(n)
+                if answer is None:
+                    answer = answers[n] = _canned(n)
+                writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", chat)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
         ready.set()
-        await asyncio.Event().wait()
+        async with server:
+            await server.serve_forever()
 
     asyncio.run(main())
 
 
-async def _rounds(url: str, prompts: int, n: int, rounds: int) -> tuple[list[float], list[float]]:
+async def _bench(
+    base: str, problems: int, n: int, rounds: int, profile: cProfile.Profile | None
+) -> tuple[list[float], list[float], list[float]]:
     import aiohttp
 
+    import tts
     from tts.backends.openai import OpenAIBackend
-    from tts.sampling import SamplingParams
-    from tts.types import Request
 
+    url = base + "/v1"
     backend = OpenAIBackend(base_url=url, model="bench", max_concurrency=64)
-    params = SamplingParams(n=n, temperature=0.7, max_tokens=64)
-    requests = [Request.chat(f"Question {i}: what is {i} + {i + 1}? Think step by step.", params)
-                for i in range(prompts)]
+    items = [tts.Problem(id=f"p{i}", question=f"What is {i} + {i + 1}?", reference="42") for i in range(problems)]
+    strategy = tts.SelfConsistency(n=n)
 
-    async def one_round() -> float:
+    async def ours() -> float:
+        start = time.process_time()
+        report = await tts.arun(strategy, items, backend, concurrency=problems)
+        cpu = time.process_time() - start
+        assert all(r.ok for r in report.results), [r.error for r in report.results if not r.ok][:1]
+        assert report.usage.completions == problems * n, report.usage
+        return cpu
+
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=64), headers={"Content-Type": "application/json"}
+    )
+    async with session.post(base + "/record") as resp:
+        await resp.read()
+    requests: list[Any] = []
+    submit = backend.submit
+
+    def recording(request: Any) -> Any:
+        requests.append(request)
+        return submit(request)
+
+    backend.submit = recording  # type: ignore[method-assign]
+    await ours()  # warm-up (connections, caches), recorded by the server and here
+    backend.submit = submit  # type: ignore[method-assign]
+    async with session.get(base + "/bodies") as resp:
+        bodies = [b.encode() for b in json.loads(await resp.read())]
+    assert len(bodies) == problems, f"expected {problems} HTTP calls (one n={n} call per problem), got {len(bodies)}"
+
+    async def post(body: bytes) -> bytes:
+        async with session.post(url + "/chat/completions", data=body) as resp:
+            return await resp.read()
+
+    async def floor() -> float:
+        start = time.process_time()
+        answers = await asyncio.gather(*(post(b) for b in bodies))
+        cpu = time.process_time() - start
+        assert len(answers) == problems
+        return cpu
+
+    async def backend_only() -> float:
         start = time.process_time()
         outs = await asyncio.gather(*(backend.submit(r) for r in requests))
         cpu = time.process_time() - start
-        assert sum(len(o) for o in outs) == prompts * n
+        assert sum(len(o) for o in outs) == problems * n
         return cpu
 
-    await one_round()  # warm-up: connections, model path
-    tts_cpu = [await one_round() for _ in range(rounds)]
+    await floor()
+    await backend_only()
+    ours_cpu, floor_cpu, backend_cpu = [], [], []
+    for _ in range(rounds):
+        if profile is not None:
+            profile.enable()
+        ours_cpu.append(await ours())
+        if profile is not None:
+            profile.disable()
+        floor_cpu.append(await floor())
+        backend_cpu.append(await backend_only())
+    await session.close()
     await backend.aclose()
-
-    # floor: bare aiohttp, same bodies and concurrency, no JSON decoding, no Completion objects
-    bodies = [json.dumps({"model": "bench", "messages": r.messages(), "n": n, "temperature": 0.7,
-                          "max_tokens": 64}).encode() for r in requests]
-    connector = aiohttp.TCPConnector(limit=64)
-    async with aiohttp.ClientSession(connector=connector,
-                                     headers={"Content-Type": "application/json"}) as session:
-        async def post(body: bytes) -> bytes:
-            async with session.post(url + "/chat/completions", data=body) as resp:
-                return await resp.read()
-
-        async def floor_round() -> float:
-            start = time.process_time()
-            await asyncio.gather(*(post(b) for b in bodies))
-            return time.process_time() - start
-
-        await floor_round()
-        floor_cpu = [await floor_round() for _ in range(rounds)]
-    return tts_cpu, floor_cpu
+    return ours_cpu, floor_cpu, backend_cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--n", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--profile", help="write a cProfile of our rounds to this file")
     args = parser.parse_args()
     port = _free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     server = ctx.Process(target=_serve, args=(port, ready), daemon=True)
     server.start()
+    profile = cProfile.Profile(time.process_time) if args.profile else None
     try:
         if not ready.wait(60):
             raise SystemExit("bench server did not start within 60 s")
-        tts_cpu, floor_cpu = asyncio.run(_rounds(f"http://127.0.0.1:{port}/v1", args.prompts, args.n, args.rounds))
+        ours_cpu, floor_cpu, backend_cpu = asyncio.run(
+            _bench(f"http://127.0.0.1:{port}", args.problems, args.n, args.rounds, profile)
+        )
     finally:
         server.terminate()
         server.join(10)
-    completions = args.prompts * args.n
-    for i, (a, b) in enumerate(zip(tts_cpu, floor_cpu, strict=True)):
-        print(f"round {i}: tts-scale {a * 1e6 / completions:.1f} us/completion, "
-              f"bare aiohttp {b * 1e6 / completions:.1f} us/completion")
-    tts_us = statistics.median(tts_cpu) * 1e6 / completions
+    if profile is not None:
+        profile.dump_stats(args.profile)
+    completions = args.problems * args.n
+    for i, (a, b, c) in enumerate(zip(ours_cpu, floor_cpu, backend_cpu, strict=True)):
+        print(
+            f"round {i}: tts-scale {a * 1e6 / completions:.1f} us/completion, "
+            f"bare aiohttp {b * 1e6 / completions:.1f}, backend alone {c * 1e6 / completions:.1f}"
+        )
+    ours_us = statistics.median(ours_cpu) * 1e6 / completions
     floor_us = statistics.median(floor_cpu) * 1e6 / completions
-    print(f"{args.prompts} prompts x n={args.n} = {completions} completions per round, {args.rounds} rounds, "
-          f"{args.prompts} HTTP calls per round")
-    print(f"client CPU per HTTP call: tts-scale {tts_us * args.n:.0f} us, bare aiohttp {floor_us * args.n:.0f} us")
+    print(
+        f"{args.problems} problems x self-consistency n={args.n} = {completions} completions per round, "
+        f"{args.rounds} rounds, {args.problems} HTTP calls per round"
+    )
+    print(f"backend_us_per_completion={statistics.median(backend_cpu) * 1e6 / completions:.1f}")
     print(f"floor_us_per_completion={floor_us:.1f}")
-    print(f"us_per_completion={tts_us:.1f}")
+    print(f"us_per_completion={ours_us:.1f}")
+    print(f"over_floor_us={ours_us - floor_us:.1f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What a scaling curve costs: accuracy for every n = 1..32 over 50 problems from one generation pass.
 
 A study on the fake oracle backend samples 32 completions per problem once; the curves for every
-smaller n come from subsampling those samples (tts.analysis.curves). The fake backend counts the
+smaller n come from subsampling those samples (tts.study.curves). The fake backend counts the
 completions it generated; needed is 32 x 50. Target: generated_over_needed=1.0 (a curve that ran
 each n separately would cost sum(1..32)/32 = 16.5x).
 
@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tts.analysis import curves
-from tts.store import Store
 from tts.study import StudyRunner, load_study
+from tts.study.curves import curves
+from tts.study.store import Store
 
 PROBLEMS, N = 50, 32
 
@@ -24,14 +24,17 @@ PROBLEMS, N = 50, 32
 def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        study = load_study(data={
-            "name": "study-cost",
-            "dataset": {"name": "add2", "limit": PROBLEMS},
-            "backend": {"name": "fake", "oracle": {"p_correct": [0.3, 0.5, 0.7, 0.9], "length": [40, 120]}},
-            "pipelines": [{"label": "sc", "strategy": {"name": "self_consistency", "weight": "mean_logprob"}}],
-            "budgets": [N],
-            "report": False,
-        }, out=Path(tmp) / "out")
+        study = load_study(
+            data={
+                "name": "study-cost",
+                "dataset": {"name": "add2", "limit": PROBLEMS},
+                "backend": {"name": "fake", "oracle": {"p_correct": [0.3, 0.5, 0.7, 0.9], "length": [40, 120]}},
+                "pipelines": [{"label": "sc", "strategy": {"name": "self_consistency", "weight": "mean_logprob"}}],
+                "n_values": [N],
+                "report": False,
+            },
+            out=Path(tmp) / "out",
+        )
         runner = StudyRunner(study)
         runner.run()
         with Store(study.store_path, readonly=True) as store:

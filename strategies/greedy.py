@@ -4,41 +4,26 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
-from tts.context import Context
-from tts.sampling import SamplingParams
-from tts.strategies.propose import PromptProposer, ProposerOptions
-from tts.types import Problem, Result
+from tts.errors import ConfigError
+from tts.strategies._proposer import ProposerSpec, proposer
+from tts.strategies.cot import CoT, CoTOptions
 
 __all__ = ["Greedy", "GreedyOptions"]
 
 
-class GreedyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: str = "direct"
-    """``direct``, ``cot`` or a literal template."""
-    sampling: SamplingParams = SamplingParams(temperature=0, max_tokens=256)
-    chat: bool = True
-
-    @field_validator("sampling")
-    @classmethod
-    def _greedy(cls, v: SamplingParams) -> SamplingParams:
-        if not v.greedy:
-            raise ValueError(f"temperature must be 0 for greedy, got {v.temperature}.")
-        return v
+class GreedyOptions(CoTOptions):
+    proposer: ProposerSpec = proposer("few_shot", prompt="direct", sampling={"temperature": 0, "max_tokens": 256})
+    """The proposer (``sampling.temperature`` must be 0)."""
 
 
-class Greedy:
+class Greedy(CoT):
+    """:class:`~tts.strategies.cot.CoT` on the direct prompt, refusing any temperature but 0."""
+
     name: ClassVar[str] = "greedy"
-    Options = GreedyOptions
+    Options: ClassVar[type[CoTOptions]] = GreedyOptions
 
     def __init__(self, options: GreedyOptions | None = None, **kw: object) -> None:
-        self.options = options or GreedyOptions(**kw)  # type: ignore[arg-type]
-        o = self.options
-        self.proposer = PromptProposer(ProposerOptions(prompt=o.prompt, sampling=o.sampling, chat=o.chat))
-
-    async def solve(self, problem: Problem, ctx: Context) -> Result:
-        candidates = await self.proposer.propose(problem, ctx, n=1)
-        return Result.choose(problem, candidates, winner=0 if candidates[0].answer is not None else None)
+        super().__init__(options, **kw)
+        if not self.proposer.greedy:
+            t = self.proposer.options.sampling.temperature
+            raise ConfigError(f"strategy {self.name}: proposer.sampling.temperature must be 0 for greedy, got {t}.")

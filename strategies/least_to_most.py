@@ -20,14 +20,14 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from tts.context import Context
+from tts.errors import parse_options
 from tts.prompts import resolve_prompt
 from tts.sampling import SamplingParams
 from tts.types import Problem, Result
 
 __all__ = ["LeastToMost", "LeastToMostOptions", "parse_subquestions"]
 
-_ITEM = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•]|(?:sub-?question|question|step)\s*\d+\s*[.:)])\s*(.+?)\s*$",
-                   re.I | re.M)
+_ITEM = re.compile(r"^\s*(?:\d+\s*[.):]|[-*•]|(?:sub-?question|question|step)\s*\d+\s*[.:)])\s*(.+?)\s*$", re.I | re.M)
 
 
 def parse_subquestions(text: str, limit: int | None = None) -> list[str]:
@@ -62,7 +62,7 @@ class LeastToMost:
     Options = LeastToMostOptions
 
     def __init__(self, options: LeastToMostOptions | None = None, **kw: object) -> None:
-        self.options = options or LeastToMostOptions(**kw)  # type: ignore[arg-type]
+        self.options = options or parse_options(LeastToMostOptions, kw, where=f"strategy {self.name}")
         o = self.options
         self.decomposer = resolve_prompt(o.decompose_prompt).require("question")
         self.solver = resolve_prompt(o.solve_prompt).require("subquestion")
@@ -70,22 +70,39 @@ class LeastToMost:
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
         task = ctx.task
-        reply = (await ctx.generate(self.decomposer.request(o.decompose_sampling, chat=o.chat,
-                                                            question=problem.question,
-                                                            instruction=task.instruction)))[0]
-        subquestions = [q for q in parse_subquestions(reply.text, o.max_subquestions)
-                        if q.strip() != problem.question.strip()]
+        reply = (
+            await ctx.generate(
+                self.decomposer.request(
+                    o.decompose_sampling, chat=o.chat, question=problem.question, instruction=task.instruction
+                )
+            )
+        )[0]
+        subquestions = [
+            q for q in parse_subquestions(reply.text, o.max_subquestions) if q.strip() != problem.question.strip()
+        ]
         steps = [*subquestions, problem.question]
         previous = ""
         completions = []
         for sub in steps:
-            request = self.solver.request(o.sampling, chat=o.chat, question=problem.question,
-                                          previous=previous, subquestion=sub, instruction=task.instruction)
+            request = self.solver.request(
+                o.sampling,
+                chat=o.chat,
+                prefix=task.assistant_prefix,
+                question=problem.question,
+                previous=previous,
+                subquestion=sub,
+                instruction=task.instruction,
+            )
             completion = (await ctx.generate(request))[0]
             completions.append(completion)
             previous += f"Q: {sub}\nA: {completion.text.strip()}\n\n"
         final = ctx.parse(completions[-1])
         texts = [c.text.strip() for c in completions]
         final.steps = texts
-        return Result.choose(problem, [final], winner=0 if final.answer is not None else None,
-                             subquestions=subquestions, decomposition=reply.text)
+        return Result.choose(
+            problem,
+            [final],
+            winner=0 if final.answer is not None else None,
+            subquestions=subquestions,
+            decomposition=reply.text,
+        )

@@ -9,20 +9,23 @@ up to ``rounds`` revisions. Every round's candidate, with its score, is kept in 
 The winner is the passing candidate, else (``pick="last"``) the final revision, or
 (``pick="best"``) the highest score, ties to the later round.
 
-The verifier is the context's (``Context(verifier=...)``, ``tts.run(..., verifier=...)``), or one
-named here from the registry (``verifier: math``) with ``verifier_options``.
+The verifier is the context's (``Context(verifier=...)``, ``tts.run(..., verifier=...)``), or a
+component named here (``verifier: {name: math, ...options}``). The first attempt comes from the
+``proposer``; revisions are sent with the task's assistant prefix and parsed as every reply is.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from tts.config.components import VerifierSpec, build_component
 from tts.context import Context
+from tts.errors import parse_options
 from tts.prompts import resolve_prompt
 from tts.sampling import SamplingParams
-from tts.strategies.few_shot import FewShotProposer, FewShotProposerOptions
+from tts.strategies._proposer import ProposerSpec, SampledOptions, build_proposer, proposer
 from tts.types import Candidate, Problem, Result
 
 __all__ = ["Refine", "RefineOptions"]
@@ -30,24 +33,19 @@ __all__ = ["Refine", "RefineOptions"]
 NO_FEEDBACK = "The verifier rejected this attempt but gave no details."
 
 
-class RefineOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RefineOptions(SampledOptions):
     rounds: int = Field(default=3, ge=0)
     """Revisions at most (k); 0 only generates and verifies."""
-    prompt: str = "cot"
-    """Template of the first attempt (see tts.prompts)."""
-    sampling: SamplingParams = SamplingParams(temperature=0, max_tokens=256)
+    proposer: ProposerSpec = proposer("few_shot", sampling={"temperature": 0, "max_tokens": 256})
+    """The first attempt."""
     revise_prompt: str = "refine_revise"
     """Template of a revision: ``{question}``, ``{previous}``, ``{feedback}``, ``{instruction}``."""
     revise_sampling: SamplingParams | None = None
-    """Sampling of revisions (``None``: as ``sampling``)."""
-    verifier: str | None = None
-    """A registered verifier name; ``None``: the context's verifier."""
-    verifier_options: dict[str, Any] = Field(default_factory=dict)
+    """Sampling of revisions (``None``: as the proposer's ``sampling``)."""
+    verifier: VerifierSpec | None = None
+    """A verifier component (``math`` or ``{name: math, ...options}``); ``None``: the context's."""
     pick: Literal["last", "best"] = "last"
     """Winner when no round passes: the final revision or the highest score."""
-    chat: bool = True
 
 
 class Refine:
@@ -57,19 +55,16 @@ class Refine:
     Options = RefineOptions
 
     def __init__(self, options: RefineOptions | None = None, *, verifier: Any = None, **kw: object) -> None:
-        """``verifier``: a verifier object, or a registered name (the ``verifier`` option)."""
-        if isinstance(verifier, str):
+        """``verifier``: a verifier object, or a component spec (the ``verifier`` option)."""
+        if isinstance(verifier, (str, dict)):
             kw["verifier"], verifier = verifier, None
-        self.options = options or RefineOptions(**kw)  # type: ignore[arg-type]
-        o = self.options
-        self.proposer = FewShotProposer(
-            FewShotProposerOptions(prompt=o.prompt, sampling=o.sampling, chat=o.chat, shots=0))
+        where = f"strategy {self.name}"
+        self.options = o = options or parse_options(RefineOptions, kw, where=where)
+        self.proposer = build_proposer(o.proposer, where)
         self.reviser = resolve_prompt(o.revise_prompt).require("previous", "feedback")
         self.verifier = verifier
         if verifier is None and o.verifier is not None:
-            from tts.registry import REGISTRY
-
-            self.verifier = REGISTRY.get("verifier", o.verifier)(**o.verifier_options)
+            self.verifier = build_component(o.verifier, "verifier")
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
@@ -85,10 +80,16 @@ class Refine:
                 break
             if round_ == o.rounds:
                 break
-            request = self.reviser.request(o.revise_sampling or o.sampling, chat=o.chat,
-                                           question=problem.question, previous=candidate.text.strip(),
-                                           feedback=score.feedback or NO_FEEDBACK,
-                                           instruction=ctx.task.instruction)
+            p = self.proposer.options
+            request = self.reviser.request(
+                o.revise_sampling or p.sampling,
+                chat=p.chat,
+                prefix=ctx.task.assistant_prefix,
+                question=problem.question,
+                previous=candidate.text.strip(),
+                feedback=score.feedback or NO_FEEDBACK,
+                instruction=ctx.task.instruction,
+            )
             candidate = ctx.parse((await ctx.generate(request))[0])
         if passed is not None:
             winner = passed
@@ -96,5 +97,4 @@ class Refine:
             winner = max(range(len(history)), key=lambda i: (history[i].score or 0.0, i))
         else:
             winner = len(history) - 1
-        return Result.choose(problem, history, winner=winner, rounds=len(history) - 1,
-                             passed=passed is not None)
+        return Result.choose(problem, history, winner=winner, rounds=len(history) - 1, passed=passed is not None)

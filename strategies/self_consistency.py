@@ -1,7 +1,10 @@
-"""Self-consistency: a vote over n sampled chains of the task's prompt (Wang et al., 2023).
+"""Self-consistency: a vote over n sampled chains of an inner proposer (Wang et al., 2023).
 
 By default, a plain majority over canonical answer keys (ties go to the answer sampled first) from
-one n-sampling request. Options add:
+one n-sampling request of the ``few_shot`` proposer (zero shots: the task's prompt). The proposer
+is a component: ``proposer: {name: few_shot, shots: 3}``, ``{name: program_of_thought}`` (outputs
+of executed programs vote) or ``{name: thinking, max_think: 512}``; every option below applies to
+any of them. Options add:
 
 - weighted votes (``weight``): by verifier score, by softmax of the sequence log-probability, by
   the geometric-mean token probability (``exp`` of the mean token logprob) or by ``exp`` of a
@@ -11,7 +14,7 @@ one n-sampling request. Options add:
   Online (``online=True``): the first ``warmup`` chains set the confidence bar and later chains
   below it are dropped as they arrive (whole chains: cutting a chain mid-generation needs a
   streaming backend);
-- early stopping (``stop``; rules in :mod:`tts.strategies.adaptive`): chains are drawn in requests
+- early stopping (``stop``; rules in :mod:`tts.strategies._stop`): chains are drawn in draws
   of ``window`` samples and drawing stops when the rule says the vote is settled (or, for a count
   vote, when the leader is further ahead than the samples left); requests still
   queued or in flight are cancelled, and only generated tokens are counted. Stop rules count votes
@@ -25,14 +28,15 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from tts.context import Context
-from tts.sampling import SamplingParams
-from tts.strategies import select, vote
-from tts.strategies.adaptive import StopRule, Tally, decided, sample_windows, should_stop
-from tts.strategies.best_of_n import VerifierRef, resolve_verifiers, score_candidates
-from tts.strategies.propose import PromptProposer, ProposerOptions
+from tts.errors import parse_options
+from tts.strategies import _select
+from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
+from tts.strategies._scoring import VerifierSpec, build_verifiers, resolve_verifiers, score_candidates
+from tts.strategies._select import Tally, decided
+from tts.strategies._stop import StopRule, sample_windows, should_stop
 from tts.types import Candidate, Problem, Result
 
 __all__ = ["SelfConsistency", "SelfConsistencyOptions"]
@@ -41,23 +45,18 @@ Weight = Literal["none", "score", "seq_logprob", "mean_logprob", "confidence"]
 _NEEDS_LOGPROBS = ("seq_logprob", "mean_logprob", "confidence")
 
 
-class SelfConsistencyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class SelfConsistencyOptions(SampledOptions):
     n: int = Field(default=8, ge=1)
     """Number of sampled chains (the most drawn when a stop rule ends sampling early)."""
-    prompt: str = "cot"
-    sampling: SamplingParams = SamplingParams(temperature=0.7, max_tokens=256)
-    chat: bool = True
     weight: Weight = "none"
     """What a chain's vote weighs: 1, its verifier score, softmax of its sequence logprob, exp of its
     mean token logprob, or exp of its confidence. Logprob weights turn on ``sampling.logprobs``."""
     weight_temperature: float = Field(default=1.0, gt=0)
     """Softmax temperature of ``seq_logprob`` weights."""
-    verifiers: tuple[VerifierRef, ...] = ()
-    """For ``weight="score"``: registered verifiers (else the constructor's ``scorers``, else the
-    context's verifier); several are summed with their weights."""
-    confidence: select.ConfidenceKind = "mean"
+    verifiers: tuple[VerifierSpec, ...] = ()
+    """For ``weight="score"``: verifier components ``{name, weight, ...options}`` (else the
+    constructor's ``scorers``, else the context's verifier); several are summed with their weights."""
+    confidence: _select.ConfidenceKind = "mean"
     """Chain confidence: ``mean`` token logprob or ``lowest_group`` (lowest mean over ``group`` tokens)."""
     group: int = Field(default=2048, ge=1)
     keep: float = Field(default=1.0, gt=0, le=1)
@@ -87,37 +86,38 @@ class SelfConsistency:
     """Vote over canonical answer keys of n chains; ties go to the answer sampled first."""
 
     name: ClassVar[str] = "self_consistency"
-    Options = SelfConsistencyOptions
+    Options: ClassVar[type[SelfConsistencyOptions]] = SelfConsistencyOptions
 
-    def __init__(self, options: SelfConsistencyOptions | None = None, *,
-                 scorers: Sequence[Any] | None = None, **kw: object) -> None:
-        self.options = options or SelfConsistencyOptions(**kw)  # type: ignore[arg-type]
+    def __init__(
+        self, options: SelfConsistencyOptions | None = None, *, scorers: Sequence[Any] | None = None, **kw: object
+    ) -> None:
+        where = f"strategy {self.name}"
+        self.options = o = options or parse_options(self.Options, kw, where=where)
         self.scorers = list(scorers or [])
-        o = self.options
-        sampling = o.sampling
-        if sampling.logprobs is None and (o.weight in _NEEDS_LOGPROBS or o.keep < 1):
-            sampling = sampling.replace(logprobs=0)
-        self.proposer = PromptProposer(ProposerOptions(prompt=o.prompt, sampling=sampling, chat=o.chat))
+        self.verifiers = build_verifiers(o.verifiers)
+        self.proposer = build_proposer(o.proposer, where)
+        check_sampled(self.proposer, o.n, where)
+        if o.weight in _NEEDS_LOGPROBS or o.keep < 1:
+            self.proposer.with_logprobs()
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
         if o.stop == "none" and not o.online:
             candidates = await self.proposer.propose(problem, ctx, n=o.n)
             if o.weight == "none" and o.keep == 1:  # the hot path: plain majority, nothing else
-                groups = vote.group(candidates)
-                winner = vote.plurality(groups)
+                groups = _select.group(candidates)
+                winner = _select.plurality(groups)
                 first = groups[winner][0] if winner is not None else None
-                return Result.choose(problem, candidates, winner=first,
-                                     votes={k: len(v) for k, v in groups.items()})
+                return Result.choose(problem, candidates, winner=first, votes={k: len(v) for k, v in groups.items()})
             kept, stopped = self._offline_keep(candidates), False
         else:
             candidates, kept, stopped = await self._sample(problem, ctx)
         weights = await self._weights(candidates, ctx)
         voters = [candidates[i] for i in kept]
-        pick = select.weighted_vote(voters, [weights[i] for i in kept])
-        meta: dict[str, Any] = {"votes": {k: len(v) for k, v in vote.group(voters).items()}}
+        pick = _select.weighted_vote(voters, [weights[i] for i in kept])
+        meta: dict[str, Any] = {"votes": {k: len(v) for k, v in _select.group(voters).items()}}
         if o.weight != "none":
-            meta["weights"] = vote.vote_counts(vote.group(voters), [weights[i] for i in kept])
+            meta["weights"] = _select.vote_counts(_select.group(voters), [weights[i] for i in kept])
         if o.keep < 1:
             meta["kept"] = len(kept)
         if o.stop != "none" or o.online:
@@ -125,7 +125,7 @@ class SelfConsistency:
         return Result.choose(problem, candidates, winner=kept[pick] if pick is not None else None, **meta)
 
     def _confidence(self, c: Candidate) -> float | None:
-        return select.confidence(c.completion, self.options.confidence, self.options.group)
+        return _select.confidence(c.completion, self.options.confidence, self.options.group)
 
     def _chain_weight(self, c: Candidate) -> float:
         """A weight that depends on the chain alone (1 for weights relative to other chains)."""
@@ -141,11 +141,13 @@ class SelfConsistency:
     async def _weights(self, candidates: list[Candidate], ctx: Context) -> list[float]:
         w = self.options.weight
         if w == "seq_logprob":
-            return select.softmax_weights([c.completion.cumulative_logprob if c.completion else None
-                                           for c in candidates], self.options.weight_temperature)
+            return _select.softmax_weights(
+                [c.completion.cumulative_logprob if c.completion else None for c in candidates],
+                self.options.weight_temperature,
+            )
         if w == "score":
             who = "self_consistency weight='score'"
-            found = resolve_verifiers(self.options.verifiers, self.scorers, ctx, who)
+            found = resolve_verifiers(self.verifiers, self.scorers, ctx, who)
             await score_candidates(candidates, ctx, found)
             return [c.score if c.score is not None else 0.0 for c in candidates]
         return [self._chain_weight(c) for c in candidates]
@@ -153,7 +155,7 @@ class SelfConsistency:
     def _offline_keep(self, candidates: list[Candidate]) -> list[int]:
         if self.options.keep >= 1:
             return list(range(len(candidates)))
-        return select.top_fraction([self._confidence(c) for c in candidates], self.options.keep)
+        return _select.top_fraction([self._confidence(c) for c in candidates], self.options.keep)
 
     async def _sample(self, problem: Problem, ctx: Context) -> tuple[list[Candidate], list[int], bool]:
         """Draw chains in windows; keep (online) and tally them as they arrive; stop when the rule says."""
@@ -169,11 +171,10 @@ class SelfConsistency:
             seen.extend(new)
             if o.online and not bar:
                 confs = [self._confidence(c) for c in new]
-                mine = select.top_fraction(confs, o.keep)
+                mine = _select.top_fraction(confs, o.keep)
                 bar.append(min(v for i in mine if (v := confs[i]) is not None) if mine else math.inf)
             elif o.online:
-                mine = [i for i, c in enumerate(new)
-                        if (conf := self._confidence(c)) is not None and conf >= bar[0]]
+                mine = [i for i, c in enumerate(new) if (conf := self._confidence(c)) is not None and conf >= bar[0]]
             else:
                 mine = range(len(new))
             for i in mine:
@@ -184,9 +185,10 @@ class SelfConsistency:
             return should_stop(o.stop, tally, new, o.threshold)
 
         first = o.warmup if o.online else o.window
+        draw = await self.proposer.drawer(problem, ctx)
         candidates, stopped = await sample_windows(
-            ctx, self.proposer.request(problem, ctx, 1), o.n, lambda i: first if i == 0 else o.window,
-            o.lookahead, judge)
+            draw, o.n, lambda i: first if i == 0 else o.window, o.lookahead, judge
+        )
         if not o.online and o.keep < 1:
             kept = self._offline_keep(candidates)
         return candidates, kept, stopped

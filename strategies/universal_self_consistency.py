@@ -14,16 +14,16 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from tts.context import Context
+from tts.errors import parse_options
 from tts.prompts import resolve_prompt
 from tts.sampling import SamplingParams
-from tts.strategies.few_shot import FewShotProposer, FewShotProposerOptions
+from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
 from tts.types import Candidate, Problem, Result
 
-__all__ = ["UniversalSelfConsistency", "UniversalSelfConsistencyOptions", "format_responses",
-           "parse_selection"]
+__all__ = ["UniversalSelfConsistency", "UniversalSelfConsistencyOptions", "format_responses", "parse_selection"]
 
 _AFTER_PHRASE = re.compile(r"most\s+consistent[^\d]{0,40}?(?:response|answer|option)?\s*#?\s*\[?(\d+)", re.I)
 _RESPONSE_N = re.compile(r"response\s*#?\s*\[?(\d+)", re.I)
@@ -54,26 +54,14 @@ def format_responses(candidates: list[Candidate], max_chars: int | None = None) 
     return "\n\n".join(blocks)
 
 
-class UniversalSelfConsistencyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class UniversalSelfConsistencyOptions(SampledOptions):
     n: int = Field(default=8, ge=1)
-    """Sampled responses."""
-    prompt: str = "cot"
-    """Template of the responses (see tts.prompts)."""
-    sampling: SamplingParams = SamplingParams(temperature=0.7, max_tokens=256)
+    """Sampled responses (from ``proposer``)."""
     select_prompt: str = "usc_select"
     """Template of the selection call; needs ``{question}`` and ``{responses}``."""
     select_sampling: SamplingParams = SamplingParams(temperature=0, max_tokens=64)
     max_chars: int | None = Field(default=2000, ge=1)
     """Each response is cut to this many characters in the selection prompt (``None``: whole)."""
-    chat: bool = True
-
-    @model_validator(mode="after")
-    def _check(self) -> UniversalSelfConsistencyOptions:
-        if self.n > 1 and self.sampling.greedy:
-            raise ValueError(f"sampling.temperature must be > 0 when n > 1, got {self.sampling.temperature}.")
-        return self
 
 
 class UniversalSelfConsistency:
@@ -83,10 +71,10 @@ class UniversalSelfConsistency:
     Options = UniversalSelfConsistencyOptions
 
     def __init__(self, options: UniversalSelfConsistencyOptions | None = None, **kw: object) -> None:
-        self.options = options or UniversalSelfConsistencyOptions(**kw)  # type: ignore[arg-type]
-        o = self.options
-        self.proposer = FewShotProposer(
-            FewShotProposerOptions(prompt=o.prompt, sampling=o.sampling, chat=o.chat))
+        where = f"strategy {self.name}"
+        self.options = o = options or parse_options(UniversalSelfConsistencyOptions, kw, where=where)
+        self.proposer = build_proposer(o.proposer, where)
+        check_sampled(self.proposer, o.n, where)
         self.selector = resolve_prompt(o.select_prompt).require("question", "responses")
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
@@ -94,10 +82,15 @@ class UniversalSelfConsistency:
         candidates = await self.proposer.propose(problem, ctx, n=o.n)
         if len(candidates) == 1:
             return Result.choose(problem, candidates, winner=0, selection=None, parse_failed=False)
-        request = self.selector.request(o.select_sampling, chat=o.chat, question=problem.question,
-                                        responses=format_responses(candidates, o.max_chars),
-                                        instruction=ctx.task.instruction)
+        request = self.selector.request(
+            o.select_sampling,
+            chat=self.proposer.options.chat,
+            question=problem.question,
+            responses=format_responses(candidates, o.max_chars),
+            instruction=ctx.task.instruction,
+        )
         reply = (await ctx.generate(request))[0].text
         index = parse_selection(reply, len(candidates))
-        return Result.choose(problem, candidates, winner=index if index is not None else 0,
-                             selection=reply, parse_failed=index is None)
+        return Result.choose(
+            problem, candidates, winner=index if index is not None else 0, selection=reply, parse_failed=index is None
+        )

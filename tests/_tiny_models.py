@@ -41,27 +41,61 @@ def word_tokenizer(words: list[str]) -> Any:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.add_special_tokens(SPECIALS)
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A", pair="[BOS] $A [SEP] $B", special_tokens=[
-        ("[BOS]", vocab["[BOS]"]), ("[SEP]", vocab["[SEP]"])])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="[BOS]",
-                                   sep_token="[SEP]", additional_special_tokens=["[STEP]"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A",
+        pair="[BOS] $A [SEP] $B",
+        special_tokens=[("[BOS]", vocab["[BOS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        bos_token="[BOS]",
+        sep_token="[SEP]",
+        additional_special_tokens=["[STEP]"],
+    )
 
 
-def _llama(vocab_size: int, num_labels: int, layers: int, hidden: int = 64, head: str = "sequence",
-           id2label: dict[int, str] | None = None) -> Any:
+def _llama(
+    vocab_size: int,
+    num_labels: int,
+    layers: int,
+    hidden: int = 64,
+    head: str = "sequence",
+    id2label: dict[int, str] | None = None,
+) -> Any:
     from transformers import LlamaConfig, LlamaForSequenceClassification, LlamaForTokenClassification
 
-    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
-                      num_labels=num_labels, pad_token_id=0, bos_token_id=2, eos_token_id=2,
-                      id2label=id2label, label2id={v: k for k, v in (id2label or {}).items()} or None,
-                      )  # type: ignore[call-arg]  # num_labels & co. come from PretrainedConfig's **kwargs
+    cfg = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=2,
+        id2label=id2label,
+        label2id={v: k for k, v in (id2label or {}).items()} or None,
+    )  # type: ignore[call-arg]  # num_labels & co. come from PretrainedConfig's **kwargs
     cls = LlamaForSequenceClassification if head == "sequence" else LlamaForTokenClassification
     return cls(cfg)
 
 
-def train_classifier(model: Any, tokenizer: Any, texts: list[Any], labels: list[int], *, steps: int, lr: float,
-                     batch: int = 64, seed: int = 0) -> float:
+def train_classifier(
+    model: Any,
+    tokenizer: Any,
+    texts: list[Any],
+    labels: list[int],
+    *,
+    steps: int,
+    lr: float,
+    batch: int = 64,
+    seed: int = 0,
+) -> float:
     """AdamW with warm-up and linear decay on random mini-batches; ``texts`` are strings or
     (premise, hypothesis) pairs. Returns the seconds spent."""
     import torch
@@ -76,8 +110,9 @@ def train_classifier(model: Any, tokenizer: Any, texts: list[Any], labels: list[
     return time.perf_counter() - start
 
 
-def _train(model: Any, tokenizer: Any, texts: list[Any], labels: list[int], *, steps: int, lr: float, batch: int,
-           seed: int) -> None:
+def _train(
+    model: Any, tokenizer: Any, texts: list[Any], labels: list[int], *, steps: int, lr: float, batch: int, seed: int
+) -> None:
     import torch
 
     torch.manual_seed(seed)
@@ -133,7 +168,7 @@ def train_sum_reward_model(path: Path, *, n: int = 10, steps: int = 300, seed: i
     rng = random.Random(seed)
     pairs = [(a, b) for a in range(n) for b in range(n)]
     rng.shuffle(pairs)
-    task = SumTask(n, train_pairs=pairs[len(pairs) // 5:], test_pairs=pairs[: len(pairs) // 5])
+    task = SumTask(n, train_pairs=pairs[len(pairs) // 5 :], test_pairs=pairs[: len(pairs) // 5])
     task.rng = random.Random(seed + 1)
     texts, labels = [], []
     for _ in range(4000):
@@ -197,21 +232,37 @@ def nli_example(rng: random.Random, facts: list[tuple[str, str]]) -> tuple[str, 
     return fact(x, y), fact(other, elsewhere), 1
 
 
-def train_capital_nli(path: Path, *, steps: int = 1200, seed: int = 0, lr: float = 3e-3, hidden: int = 64,
-                      layers: int = 2, batch: int = 64) -> CapitalTask:
+def train_capital_nli(
+    path: Path,
+    *,
+    steps: int = 1200,
+    seed: int = 0,
+    lr: float = 3e-3,
+    hidden: int = 64,
+    layers: int = 2,
+    batch: int = 64,
+) -> CapitalTask:
     """Train and save (to ``path``) the capital-city NLI model; see the module docstring."""
     import torch
 
     rng = random.Random(seed)
     facts = [(x, y) for x in CITIES for y in COUNTRIES]
     rng.shuffle(facts)
-    task = CapitalTask(train_facts=facts[len(facts) // 5:], test_facts=facts[: len(facts) // 5])
+    task = CapitalTask(train_facts=facts[len(facts) // 5 :], test_facts=facts[: len(facts) // 5])
     examples = [nli_example(rng, task.train_facts) for _ in range(4000)]
     tokenizer = word_tokenizer(["is", "the", "capital", "of", ".", *CITIES, *COUNTRIES])
     torch.manual_seed(seed)
     model = _llama(len(tokenizer), num_labels=3, layers=layers, hidden=hidden, id2label=NLI_LABELS)
-    task.seconds = train_classifier(model, tokenizer, [(p, h) for p, h, _ in examples], [e[2] for e in examples],
-                                    steps=steps, lr=lr, batch=batch, seed=seed)
+    task.seconds = train_classifier(
+        model,
+        tokenizer,
+        [(p, h) for p, h, _ in examples],
+        [e[2] for e in examples],
+        steps=steps,
+        lr=lr,
+        batch=batch,
+        seed=seed,
+    )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return task

@@ -25,7 +25,7 @@ from tts import (
 )
 from tts.context import Context
 from tts.stats import pass_at_k
-from tts.strategies import select
+from tts.strategies import _select
 from tts.strategies.best_of_n import BestOfN
 from tts.types import Candidate, Result, Score
 
@@ -48,8 +48,10 @@ class Table:
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[Score]:
         self.calls += 1
-        return [Score(self.table.get(c.answer or "", 0.0), passed=self.passed.get(c.answer or ""),
-                      verifier=self.name) for c in candidates]
+        return [
+            Score(self.table.get(c.answer or "", 0.0), passed=self.passed.get(c.answer or ""), verifier=self.name)
+            for c in candidates
+        ]
 
 
 class Exact:
@@ -67,21 +69,23 @@ def bon(answers: Sequence[str], **kw: Any) -> tuple[FakeBackend, Result]:
     return backend, asyncio.run(solve(BestOfN(**kw), PROBLEM, backend))
 
 
-def test_best_picks_the_highest_score_with_one_request_and_one_verifier_call() -> None:
+def test_best_picks_the_highest_score_with_one_request_and_one_verifier_pass() -> None:
     table = Table({"7": 0.9, "42": 0.5, "9": 0.95})
     backend, result = bon(["42", "7", "9", "42"], n=4, scorers=[table])
     assert result.answer == "9" and result.winner == 2
     assert backend.requests == 1 and backend.completions_generated == 4
-    assert table.calls == 1 and result.usage.verifier_calls == 1 and result.usage.completions == 4
+    assert table.calls == 1 and result.usage.verifier_calls == 4 and result.usage.completions == 4  # per candidate
     assert result.meta == {"select": "best", "failed": 0}
 
 
-def test_best_score_ties_go_to_the_majority_of_the_tied_then_the_earliest() -> None:
+def test_best_score_ties_go_to_the_earliest_candidate() -> None:
+    """The one score tie rule (strategies._select): equal best scores go to the earliest candidate,
+    whatever the vote among the tied (the study's best-of-n curve breaks ties the same way)."""
     table = Table({"7": 1.0, "42": 1.0, "9": 0.2})
-    _, result = bon(["7", "9", "42", "42", "9", "9"], n=6, scorers=[table])
-    assert result.answer == "42" and result.winner == 2  # 42 x2 beats 7 x1
-    _, result = bon(["7", "42", "9"], n=3, scorers=[Table({"7": 1.0, "42": 1.0})])
-    assert result.answer == "7" and result.winner == 0
+    _, result = bon(["9", "42", "7", "7", "9", "9"], n=6, scorers=[table])
+    assert result.answer == "42" and result.winner == 1  # 7 x2 among the tied does not matter
+    _, result = bon(["9", "7", "42", "42"], n=4, scorers=[Table({"7": 1.0, "42": 1.0})])
+    assert result.answer == "7" and result.winner == 1
 
 
 def test_weighted_sums_scores_per_answer_and_majority_skips_the_verifier() -> None:
@@ -103,18 +107,24 @@ def test_all_failed_falls_back_to_majority_or_no_answer() -> None:
         _, result = bon(answers, n=4, scorers=[Exact()], select=how, fallback="none")
         assert result.answer is None and result.winner is None, how
     # scores that say passed=False fail even with a high value; unanswered candidates never win
-    cands = [Candidate("?", None, scores=[Score(5.0)]), Candidate("a", "1", key="1", scores=[Score(9.0, passed=False)]),
-             Candidate("b", "2", key="2", scores=[Score(0.1)]), Candidate("c", "3", key="3", scores=[Score(math.nan)])]
-    assert select.best_score(cands) == 2
-    assert select.best_score([Candidate("a", "1", key="1"), Candidate("b", "2", key="2"),
-                              Candidate("c", "2", key="2")]) == 1  # no scores at all: majority
-    assert select.best_score([Candidate("?", None)], fallback="majority") is None
+    cands = [
+        Candidate("?", None, scores=[Score(5.0)]),
+        Candidate("a", "1", key="1", scores=[Score(9.0, passed=False)]),
+        Candidate("b", "2", key="2", scores=[Score(0.1)]),
+        Candidate("c", "3", key="3", scores=[Score(math.nan)]),
+    ]
+    assert _select.best_score(cands) == 2
+    assert (
+        _select.best_score([Candidate("a", "1", key="1"), Candidate("b", "2", key="2"), Candidate("c", "2", key="2")])
+        == 1
+    )  # no scores at all: majority
+    assert _select.best_score([Candidate("?", None)], fallback="majority") is None
 
 
 def test_several_verifiers_are_combined_by_weighted_sum() -> None:
     a, b = Table({"7": 1.0, "42": 0.0}), Table({"7": 0.0, "42": 1.0}, passed={"7": True, "42": True})
     _, result = bon(["7", "42"], n=2, scorers=[(a, 0.3), (b, 0.7)])
-    assert result.answer == "42" and result.usage.verifier_calls == 2
+    assert result.answer == "42" and result.usage.verifier_calls == 4  # 2 candidates x 2 verifiers
     c = result.candidates[0]
     assert [s.verifier for s in c.scores] == ["table", "table", "weighted_sum"]
     assert c.score == pytest.approx(0.3) and c.scores[-1].passed is True
@@ -143,11 +153,12 @@ def test_best_of_n_with_an_exact_verifier_matches_unbiased_pass_at_n() -> None:
     n, draws = 4, 16
     backend = FakeBackend(model, seed=1)
     report = run(BestOfN(n=n, scorers=[Exact()]), problems, backend, task=task, concurrency=len(problems))
-    assert backend.completions_generated == n * len(problems) and report.usage.verifier_calls == len(problems)
+    assert backend.completions_generated == n * len(problems) and report.usage.verifier_calls == n * len(problems)
     accuracy = report.accuracy
     assert accuracy is not None
-    sampled = run(SelfConsistency(n=draws), problems, FakeBackend(model, seed=2), task=task,
-                  concurrency=len(problems)).results
+    sampled = run(
+        SelfConsistency(n=draws), problems, FakeBackend(model, seed=2), task=task, concurrency=len(problems)
+    ).results
     estimate = sum(pass_at_k(draws, sum(c.key == "42" for c in r.candidates), n) for r in sampled) / len(problems)
     exact = sum(1 - (1 - p) ** n for p in ps) / len(problems)
     N = len(problems)
@@ -166,11 +177,15 @@ def hf_backend() -> Any:
 @pytest.mark.hf
 def test_best_of_n_on_hf(hf_backend: Any) -> None:
     data = load_dataset("add1:2")
-    strategy = BestOfN(n=3, verifiers=["math"], sampling=SamplingParams(temperature=0.8, max_tokens=24))
+    strategy = BestOfN(
+        n=3,
+        verifiers=["math"],
+        proposer={"name": "few_shot", "sampling": SamplingParams(temperature=0.8, max_tokens=24)},
+    )
     report = run(strategy, data.problems, hf_backend, task=data.task)
     assert len(report.results) == 2
     for r in report.results:
         assert r.error is None and len(r.candidates) == 3
         assert all(c.score is not None for c in r.candidates)
-        assert r.usage.completions == 3 and r.usage.verifier_calls == 1 and r.usage.completion_tokens > 0
+        assert r.usage.completions == 3 and r.usage.verifier_calls == 3 and r.usage.completion_tokens > 0
     assert report.usage.completions == 6

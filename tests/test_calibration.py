@@ -106,5 +106,6 @@ async def test_calibrated_verifier_maps_values_and_steps() -> None:
     assert [s.passed for s in scores] == [False, False] and scores[0].verifier == "calibrated(rm)"
     assert verifier.cost == VerifierCost(kind="model", calls=1)
     keep = CalibratedVerifier(Overconfident(), calibrator)
-    assert [s.passed for s in await keep.score(Problem("q", "?"), [Candidate("a", "1"), Candidate("b", "2")], None)] \
-        == [True, False]
+    assert [
+        s.passed for s in await keep.score(Problem("q", "?"), [Candidate("a", "1"), Candidate("b", "2")], None)
+    ] == [True, False]

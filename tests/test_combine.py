@@ -32,8 +32,15 @@ PROBLEM = Problem("q", "What is 6 times 7?", "42")
 class Lookup:
     """Scores candidates from a table by answer; counts calls and the candidates it saw."""
 
-    def __init__(self, name: str, table: dict[str | None, float], *, kind: str = "rule", calls: int = 0,
-                 pass_at: float | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        table: dict[str | None, float],
+        *,
+        kind: str = "rule",
+        calls: int = 0,
+        pass_at: float | None = None,
+    ) -> None:
         self.name = name
         self.table = table
         self.pass_at = pass_at
@@ -116,7 +123,9 @@ async def test_cascade_through_the_engine_counts_only_surviving_judge_calls() ->
     cheap = Lookup("format", {"42": 1.0, "41": 1.0}, pass_at=1.0)
     candidates = cands("42", "x", "41", "y", "z")
     scores = await ctx.verify(candidates, Cascade([cheap, LLMJudge()]))
-    assert backend.requests == 2 and ctx.usage.calls == 2 and ctx.usage.verifier_calls == 1
+    # two judge requests (the survivors), charged as verifier tokens; one verifier call per judged candidate
+    assert backend.requests == 2 and ctx.usage.calls == 2 and ctx.usage.verifier_calls == 5
+    assert ctx.usage.verifier_completion_tokens > 0
     assert [round(s.value, 3) for s in scores] == [0.778, 0.0, 0.778, 0.0, 0.0]
 
 
@@ -163,7 +172,7 @@ async def test_verify_and_prune_or_rerank_go_through_ctx_verify() -> None:
     rm = Lookup("rm", {"42": 0.9, "41": 0.4, "40": 0.7})
     candidates = cands("41", "42", "40")
     kept = await verify_and_prune(ctx, candidates, rm, 0.6)
-    assert [c.answer for c in kept] == ["42", "40"] and ctx.usage.verifier_calls == 1
+    assert [c.answer for c in kept] == ["42", "40"] and ctx.usage.verifier_calls == 3  # one per candidate
     ranked = await verify_and_rerank(ctx, candidates, rm)
     assert [c.answer for c in ranked] == ["42", "40", "41"] and len(candidates[0].scores) == 2
 

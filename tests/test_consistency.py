@@ -36,8 +36,13 @@ def test_answer_agreement_counts_the_others() -> None:
 
 async def test_answer_mode_uses_keys_or_the_task_canonical_form() -> None:
     ctx = Context(Scheduler(FakeBackend()), Task(answer_format="math"), problem=PROBLEM)
-    candidates = [Candidate("t1", "1,000"), Candidate("t2", "1000.0"), Candidate("t3", "999"),
-                  Candidate("t4", None), Candidate("t5", "x", key="1000")]
+    candidates = [
+        Candidate("t1", "1,000"),
+        Candidate("t2", "1000.0"),
+        Candidate("t3", "999"),
+        Candidate("t4", None),
+        Candidate("t5", "x", key="1000"),
+    ]
     verifier = ConsistencyVerifier(threshold=0.5)
     scores = await verifier.score(PROBLEM, candidates, ctx)
     assert [s.value for s in scores] == [0.5, 0.5, 0.0, 0.0, 0.5]
@@ -73,10 +78,12 @@ async def test_offline_minilm_embedder_ranks_paraphrases_above_an_outlier() -> N
     embedder = SentenceTransformerEmbedder(device="cpu")
     assert embedder.default_path().endswith("model")
     verifier = ConsistencyVerifier("embedding", embedder=embedder)
-    candidates = [Candidate("The capital of France is Paris.", None),
-                  Candidate("Paris is France's capital city.", None),
-                  Candidate("France's capital is the city of Paris.", None),
-                  Candidate("Bananas are rich in potassium.", None)]
+    candidates = [
+        Candidate("The capital of France is Paris.", None),
+        Candidate("Paris is France's capital city.", None),
+        Candidate("France's capital is the city of Paris.", None),
+        Candidate("Bananas are rich in potassium.", None),
+    ]
     scores = await verifier.score(PROBLEM, candidates)
     assert len(np.asarray(embedder.embed(["x"]))[0]) == 384
     assert max(s.value for s in scores[3:]) < min(s.value for s in scores[:3])

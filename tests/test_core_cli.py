@@ -17,16 +17,31 @@ runner = CliRunner()
 
 
 def test_import_tts_loads_no_heavy_engine() -> None:
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import tts"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import tts"], capture_output=True, text=True, check=True
+    )
     modules = {line.split("|")[-1].strip().split(".")[0] for line in out.stderr.splitlines() if "|" in line}
     assert not modules & {"torch", "transformers", "vllm"}, sorted(modules & {"torch", "transformers", "vllm"})
 
 
 def test_run_writes_every_result_and_prints_summary(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
-    result = runner.invoke(app, ["run", "--backend", "fake", "--dataset", "larger:6:1", "--strategy",
-                                 "self_consistency", "--n", "3", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--backend",
+            "fake",
+            "--dataset",
+            "larger:6:1",
+            "--strategy",
+            "self_consistency",
+            "--n",
+            "3",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 6 and {r["id"] for r in rows} == {f"larger-{i}" for i in range(6)}
@@ -40,7 +55,7 @@ def test_run_writes_every_result_and_prints_summary(tmp_path: Path) -> None:
         (["--dataset", "nope"], "dataset must be one of"),
         (["--strategy", "self_consistensy"], "did you mean 'self_consistency'?"),
         (["--strategy", "greedy", "--n", "4"], "--n does not apply to strategy 'greedy'"),
-        (["--temperature", "-1"], "strategy.sampling.temperature must be >= 0, got -1.0."),
+        (["--temperature", "-1"], "strategy.proposer.sampling.temperature must be >= 0, got -1.0."),
         (["--backend", "nonsense"], "backend.name must be one of"),
     ],
 )
@@ -108,3 +123,20 @@ def test_builtin_tasks_and_jsonl_mapping(tmp_path: Path) -> None:
         load_dataset(str(bad))
     with pytest.raises(DatasetError, match=r"pass a local JSONL/CSV file instead|needs the datasets library"):
         load_dataset("hf:nobody/nothing")
+
+
+def test_demo_compares_greedy_and_self_consistency_on_the_same_prompt(tmp_path: Path) -> None:
+    out = tmp_path / "demo.jsonl"
+    result = runner.invoke(
+        app, ["demo", "--backend", "fake", "--limit", "4", "--n", "3", "--max-tokens", "9", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "greedy accuracy" in result.output and "self_consistency@3 accuracy" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    params = [(r["strategy"], r["trace"]["events"][0]["request"]["params"]) for r in rows]
+    assert len(rows) == 8
+    assert all(p["temperature"] == 0 and p.get("n", 1) == 1 for s, p in params if s == "greedy")
+    assert all(p["temperature"] == 0.7 and p["n"] == 3 for s, p in params if s == "self_consistency")
+    assert all(p["max_tokens"] == 9 for _, p in params)
+    prompts = {json.dumps(r["trace"]["events"][0]["request"]["prompt"]) for r in rows if r["id"] == rows[0]["id"]}
+    assert len(prompts) == 1  # the same direct prompt for both

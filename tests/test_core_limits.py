@@ -182,3 +182,15 @@ def test_latency_is_per_problem_and_per_request_on_the_virtual_clock() -> None:
     assert [r.latency for r in report.results] == [1.0, 1.0, 1.0, 1.0]
     assert report.wall_time == 2.0 and s.latency_p50 == 1.0 and s.latency_p95 == 1.0
     assert s.request_latency_p50 == 1.0 and s.qps == 2.0
+
+
+def test_a_stage_budget_is_per_problem_across_its_calls() -> None:
+    async def main() -> None:
+        ctx = Context(Scheduler(FakeBackend(Long())), problem=P)
+        for _ in range(2):
+            stage = ctx.limited(Limits(max_calls=2), "judge")
+            await stage.generate(Request("q", SamplingParams(temperature=0)))
+        with pytest.raises(BudgetExceeded, match="judge: max_calls=2"):
+            ctx.limited(Limits(max_calls=2), "judge").submit(Request("q", SamplingParams(temperature=0)))
+
+    asyncio.run(main())

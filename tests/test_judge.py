@@ -51,11 +51,23 @@ def with_constraints(backend: FakeBackend, *kinds: str) -> FakeBackend:
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("reply", "expected"), [
-    ("Score: 7", 7), ("The steps are right; 3 of them are clear.\nScore: 4", 4), ("I'd rate this 8/10.", 8),
-    ("Rating - 6 out of 10", 6), ("[[9]]", 9), ("**6**", 6), ("10", 10), ("7.5 out of 10", 7.5),
-    ("Final score: 12. Oops, I mean 9", 9), ("It is wrong.", None), ("", None), ("Score: 0", None),
-])
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("Score: 7", 7),
+        ("The steps are right; 3 of them are clear.\nScore: 4", 4),
+        ("I'd rate this 8/10.", 8),
+        ("Rating - 6 out of 10", 6),
+        ("[[9]]", 9),
+        ("**6**", 6),
+        ("10", 10),
+        ("7.5 out of 10", 7.5),
+        ("Final score: 12. Oops, I mean 9", 9),
+        ("It is wrong.", None),
+        ("", None),
+        ("Score: 0", None),
+    ],
+)
 def test_parse_score(reply: str, expected: float | None) -> None:
     assert parse_score(reply, 1, 10) == expected
 
@@ -77,8 +89,9 @@ def test_parse_preference_and_yes_no() -> None:
 
 
 async def test_judge_prompt_parsing_and_usage_without_constraints() -> None:
-    backend = FakeBackend.scripted(by_prompt={"is 42": "Correct product. Score: 9", "is 41": "Off by one. 2/10",
-                                              "is 40": "I cannot tell."})
+    backend = FakeBackend.scripted(
+        by_prompt={"is 42": "Correct product. Score: 9", "is 41": "Off by one. 2/10", "is 40": "I cannot tell."}
+    )
     ctx = context(backend)
     judge = LLMJudge(rubric="Grade the arithmetic.")
     candidates = [Candidate("6*7 is 42.", "42"), Candidate("6*7 is 41.", "41"), Candidate("6*7 is 40.", "40")]
@@ -92,7 +105,9 @@ async def test_judge_prompt_parsing_and_usage_without_constraints() -> None:
     assert "end with a final line 'Score: N'" in first
     params = requests(ctx)[0].params
     assert params.constraint is None and params.temperature == 0 and params.max_tokens == 256
-    assert ctx.usage.calls == 3 and ctx.usage.verifier_calls == 1 and backend.requests == 3
+    # one verifier call per judged candidate; the judge's requests are charged as verifier tokens
+    assert ctx.usage.calls == 3 and ctx.usage.verifier_calls == 3 and backend.requests == 3
+    assert ctx.usage.verifier_prompt_tokens > 0 and ctx.usage.prompt_tokens == 0
     assert [c.scores[-1].verifier for c in candidates] == ["judge"] * 3
     assert judge.cost.kind == "llm" and judge.cost.calls == 1
 
@@ -130,8 +145,14 @@ async def test_judge_averages_several_sampled_judgements() -> None:
         LLMJudge(samples=3)
     with pytest.raises(ConfigError, match="high must be > low"):
         LLMJudge(low=5, high=5)
-    with pytest.raises(ConfigError, match="placeholder"):
+    with pytest.raises(ConfigError, match=r"unknown placeholder \{nope\}"):
         await LLMJudge(template="{rubric} {nope}").score(PROBLEM, [Candidate("42", "42")], context(FakeBackend()))
+    # one template engine: LaTeX braces in a template and braces in the filled text stay as written
+    latex_ctx = context(FakeBackend.scripted(default="Score: 9"))
+    template = "{rubric} Answers look like \\boxed{{}}. {question} {solution} {instruction}"
+    await LLMJudge(template=template).score(PROBLEM, [Candidate("so \\boxed{42} {question}", "42")], latex_ctx)
+    assert "Answers look like \\boxed{{}}." in prompts(latex_ctx)[0]
+    assert "so \\boxed{42} {question}" in prompts(latex_ctx)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -158,8 +179,10 @@ async def test_pairwise_asks_both_orders_and_cancels_position_bias() -> None:
     scores = await judge.score(PROBLEM, candidates, ctx)
     assert [s.value for s in scores] == pytest.approx([0.25, 1.0, 0.25])
     assert scores[1].feedback == "won 2 of 2 pairwise comparisons"
-    shown = [(re.search(r"\[Response A\]\n(.*)\n", p).group(1), re.search(r"\[Response B\]\n(.*)\n", p).group(1))  # type: ignore[union-attr]
-             for p in prompts(ctx)]
+    shown = [
+        (re.search(r"\[Response A\]\n(.*)\n", p).group(1), re.search(r"\[Response B\]\n(.*)\n", p).group(1))  # type: ignore[union-attr]
+        for p in prompts(ctx)
+    ]
     assert len(shown) == 6 and backend.requests == 6
     for i, j in [(0, 1), (0, 2), (1, 2)]:
         a, b = candidates[i].text, candidates[j].text
@@ -196,8 +219,9 @@ class TopLogprobBackend:
     name: ClassVar[str] = "top-logprobs"
 
     def __init__(self, tops: dict[str, dict[str, float]]) -> None:
-        self.inner = FakeBackend(Scripted(default=lambda p: "Yes" if "42" in p.split("[Proposed solution]")[1]
-                                          else "No"))
+        self.inner = FakeBackend(
+            Scripted(default=lambda p: "Yes" if "42" in p.split("[Proposed solution]")[1] else "No")
+        )
         self.capabilities = self.inner.capabilities
         self.clock = self.inner.clock
         self.tops = tops
@@ -216,8 +240,12 @@ class TopLogprobBackend:
 
 
 async def test_self_verification_reads_p_yes_from_top_logprobs() -> None:
-    backend = TopLogprobBackend({"is 42": {" Yes": 0.6, "YES": 0.2, " No": 0.15, "Maybe": 0.05},
-                                 "is 41": {" No": 0.7, " Yes": 0.1, "yes": 0.1, "Hmm": 0.1}})
+    backend = TopLogprobBackend(
+        {
+            "is 42": {" Yes": 0.6, "YES": 0.2, " No": 0.15, "Maybe": 0.05},
+            "is 41": {" No": 0.7, " Yes": 0.1, "yes": 0.1, "Hmm": 0.1},
+        }
+    )
     ctx = Context(Scheduler(backend), problem=PROBLEM)
     verifier = SelfVerifier()
     scores = await ctx.verify([Candidate("6*7 is 42.", "42"), Candidate("6*7 is 41.", "41")], verifier)
@@ -226,12 +254,13 @@ async def test_self_verification_reads_p_yes_from_top_logprobs() -> None:
     [request, _] = requests(ctx)
     assert request.params.logprobs == 5 and request.params.temperature == 0 and request.params.constraint is None
     assert prompts(ctx)[0].endswith("Is the final answer of the proposed solution (42) correct? Answer Yes or No.")
-    assert ctx.usage.verifier_calls == 1 and ctx.usage.calls == 2 and backend.inner.requests == 2
+    assert ctx.usage.verifier_calls == 2 and ctx.usage.calls == 2 and backend.inner.requests == 2
 
 
 async def test_self_verification_falls_back_to_the_chosen_token_or_the_verdict() -> None:
-    backend = with_constraints(FakeBackend.scripted(by_prompt={"(42)": "Yes", "(41)": "No", "(40)": "Perhaps"}),
-                               "choice")
+    backend = with_constraints(
+        FakeBackend.scripted(by_prompt={"(42)": "Yes", "(41)": "No", "(40)": "Perhaps"}), "choice"
+    )
     ctx = context(backend)
     candidates = [Candidate("42", "42"), Candidate("41", "41"), Candidate("40", "40")]
     scores = await SelfVerifier().score(PROBLEM, candidates, ctx)
@@ -250,3 +279,24 @@ async def test_self_verification_falls_back_to_the_chosen_token_or_the_verdict()
     ctx = context(no_logprobs)
     [score] = await SelfVerifier().score(PROBLEM, candidates[:1], ctx)
     assert score.value == 1.0 and requests(ctx)[0].params.logprobs is None
+
+
+async def test_judges_reach_the_engine_only_through_the_context() -> None:
+    """The judge reads capabilities from ``ctx.capabilities`` and generates with ``ctx``; a context
+    without a scheduler (nothing to reach into) is enough."""
+
+    class BareContext:
+        capabilities = replace(Capabilities(), constraints=frozenset({"choice"}))
+
+        def __init__(self) -> None:
+            self.requests: list[Request] = []
+
+        async def generate_many(self, requests: list[Request]) -> list[list[Completion]]:
+            self.requests += requests
+            return [[Completion(text="8", token_count=1)] for _ in requests]
+
+    ctx = BareContext()
+    [score] = await LLMJudge().score(PROBLEM, [Candidate("42", "42")], ctx)
+    assert score.value == pytest.approx(7 / 9)
+    constraint = ctx.requests[0].params.constraint
+    assert constraint is not None and constraint.kind == "choice"

@@ -12,14 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tts.errors import ConfigError
-from tts.types import Candidate, Problem
-from tts.verifiers import _worker
-from tts.verifiers.base import Verifier, VerifierCost, cost_of
-from tts.verifiers.math import (
-    MathVerifier,
+from tts.answers import (
     canonical,
-    equivalent,
     extract_answer,
     extract_boxed,
     first_number,
@@ -27,6 +21,11 @@ from tts.verifiers.math import (
     last_number,
     math_reference,
 )
+from tts.errors import ConfigError
+from tts.types import Candidate, Problem
+from tts.verifiers import _worker
+from tts.verifiers.base import Verifier, VerifierCost, cost_of
+from tts.verifiers.math import MathVerifier, equivalent
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data folder {DATA} is missing (CI has it)")
@@ -298,8 +297,7 @@ def _read_jsonl(name: str) -> list[dict[str, str]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _shuffled_pairs(extracted: list[str | None], refs: list[str], rounds: int
-                    ) -> list[tuple[str, str | None]]:
+def _shuffled_pairs(extracted: list[str | None], refs: list[str], rounds: int) -> list[tuple[str, str | None]]:
     """(reference of j, answer extracted from i) for random i != j whose reference strings differ."""
     rng = random.Random(1234)
     pairs = []
@@ -318,6 +316,21 @@ def _rates(extracted: list[str | None], refs: list[str], rounds: int) -> tuple[l
     return agree, sum(agree) / len(agree), false_pos, len(pairs)
 
 
+def _check_agreement(name: str, extracted: list[str | None], refs: list[str]) -> None:
+    """At least 98% of extracted answers equivalent to their reference; at most 1% of shuffled
+    pairs with different references judged equivalent."""
+    agree, rate, false_pos, n_pairs = _rates(extracted, refs, rounds=2)
+    failures = [(i, extracted[i], refs[i]) for i, ok in enumerate(agree) if not ok]
+    print(
+        f"\n{name}: {rate:.2%} equivalent ({len(refs)} problems); "
+        f"shuffled false positives {false_pos}/{n_pairs} = {false_pos / n_pairs:.2%}"
+    )
+    for i, got, want in failures:
+        print(f"  {name} #{i}: extracted {got!r}, expected {want!r}")
+    assert rate >= 0.98, f"only {rate:.2%} judged equivalent; failures: {failures}"
+    assert false_pos / n_pairs <= 0.01, f"{false_pos}/{n_pairs} different answers judged equivalent"
+
+
 @needs_data
 def test_math500_extraction_and_equivalence() -> None:
     """Each MATH-500 solution, minus its trailing "The answer is: X", must yield an answer judged
@@ -330,14 +343,7 @@ def test_math500_extraction_and_equivalence() -> None:
         assert cut > 0, "every MATH-500 solution here ends with 'The answer is: X'"
         refs.append(solution[cut + len("The answer is:") :].strip())
         extracted.append(extract_answer(solution[:cut]))
-    agree, rate, false_pos, n_pairs = _rates(extracted, refs, rounds=2)
-    failures = [(i, extracted[i], refs[i]) for i, ok in enumerate(agree) if not ok]
-    print(f"\nMATH-500: {rate:.2%} equivalent ({len(rows)} problems); "
-          f"shuffled false positives {false_pos}/{n_pairs} = {false_pos / n_pairs:.2%}")
-    for i, got, want in failures:
-        print(f"  MATH-500 #{i}: extracted {got!r}, expected {want!r}")
-    assert rate >= 0.98, f"only {rate:.2%} judged equivalent; failures: {failures}"
-    assert false_pos / n_pairs <= 0.01, f"{false_pos}/{n_pairs} different answers judged equivalent"
+    _check_agreement("MATH-500", extracted, refs)
 
 
 @needs_data
@@ -347,14 +353,7 @@ def test_gsm8k_extraction_and_equivalence() -> None:
     rows = _read_jsonl("gsm8k_test.jsonl")
     refs = [gsm8k_reference(row["answer"]) for row in rows]
     extracted = [extract_answer(row["answer"].rsplit("####", 1)[0]) for row in rows]
-    agree, rate, false_pos, n_pairs = _rates(extracted, refs, rounds=2)
-    failures = [(i, extracted[i], refs[i]) for i, ok in enumerate(agree) if not ok]
-    print(f"\nGSM8K: {rate:.2%} equivalent ({len(rows)} problems); "
-          f"shuffled false positives {false_pos}/{n_pairs} = {false_pos / n_pairs:.2%}")
-    for i, got, want in failures:
-        print(f"  GSM8K #{i}: extracted {got!r}, expected {want!r}")
-    assert rate >= 0.98, f"only {rate:.2%} judged equivalent; failures: {failures}"
-    assert false_pos / n_pairs <= 0.01, f"{false_pos}/{n_pairs} different answers judged equivalent"
+    _check_agreement("GSM8K", extracted, refs)
 
 
 @needs_data

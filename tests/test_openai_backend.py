@@ -45,11 +45,33 @@ def _free_port() -> int:
 def server() -> Iterator[str]:
     port = _free_port()
     log = Path(tempfile.mkstemp(prefix="vllm-server-", suffix=".log")[1])
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2_path()),
-           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--enforce-eager", "--dtype", "bfloat16", "--max-model-len", "1024", "--block-size", "32",
-           "--kv-cache-memory-bytes", str(1 << 30), "--scheduling-policy", "priority",
-           "--enable-prompt-tokens-details", "--uvicorn-log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(smollm2_path()),
+        "--served-model-name",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "1024",
+        "--block-size",
+        "32",
+        "--kv-cache-memory-bytes",
+        str(1 << 30),
+        "--scheduling-policy",
+        "priority",
+        "--enable-prompt-tokens-details",
+        "--uvicorn-log-level",
+        "warning",
+    ]
     start = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -83,7 +105,8 @@ def server() -> Iterator[str]:
 async def test_self_consistency_n4(server: str) -> None:
     backend = OpenAIBackend(base_url=server)  # model discovered through /models
     problems = [Problem(id=f"p{i}", question=f"What is {i} + {i + 1}?", reference=str(2 * i + 1)) for i in range(4)]
-    strategy = SelfConsistency(n=4, sampling=SamplingParams(temperature=0.8, max_tokens=24))
+    sampling = SamplingParams(temperature=0.8, max_tokens=24)
+    strategy = SelfConsistency(n=4, proposer={"name": "few_shot", "sampling": sampling})
     report = await arun(strategy, problems, backend)
     await backend.aclose()
     assert backend.stats.http_calls == 4 and not backend.split_mode  # one n=4 call per prompt
@@ -91,17 +114,30 @@ async def test_self_consistency_n4(server: str) -> None:
         assert result.ok, result.error
         assert len(result.candidates) == 4 and len({c.text for c in result.candidates}) >= 2
         assert result.usage.completions == 4 and result.usage.prompt_tokens > 20
-        assert result.usage.completion_tokens == sum(c.completion.token_count for c in result.candidates
-                                                     if c.completion is not None) > 0
+        assert (
+            result.usage.completion_tokens
+            == sum(c.completion.token_count for c in result.candidates if c.completion is not None)
+            > 0
+        )
 
 
 async def test_constraints_logprobs_priority(server: str) -> None:
     backend = OpenAIBackend(base_url=server, model="smollm2")
     choice, number = await asyncio.gather(
-        backend.submit(Request.chat("Is the sky blue? Answer yes or no.", SamplingParams(
-            temperature=0, max_tokens=4, constraint=Constraint.choice(["yes", "no"])), priority=-1)),
-        backend.submit(Request.chat("What is 12 + 30?", SamplingParams(
-            temperature=0, max_tokens=8, constraint=Constraint.regex(r"[0-9]{1,3}"), logprobs=2))))
+        backend.submit(
+            Request.chat(
+                "Is the sky blue? Answer yes or no.",
+                SamplingParams(temperature=0, max_tokens=4, constraint=Constraint.choice(["yes", "no"])),
+                priority=-1,
+            )
+        ),
+        backend.submit(
+            Request.chat(
+                "What is 12 + 30?",
+                SamplingParams(temperature=0, max_tokens=8, constraint=Constraint.regex(r"[0-9]{1,3}"), logprobs=2),
+            )
+        ),
+    )
     await backend.aclose()
     assert choice[0].text in ("yes", "no")
     c = number[0]
@@ -124,10 +160,11 @@ async def test_cached_prompt_tokens_reported(server: str) -> None:
 async def test_completions_endpoint_n_and_beam(server: str) -> None:
     backend = OpenAIBackend(base_url=server, model="smollm2", endpoint="completions")
     sampled, beams = await asyncio.gather(
-        backend.submit(Request("The capital of France is", SamplingParams(n=2, temperature=0.9, max_tokens=6,
-                                                                          logprobs=0))),
-        backend.submit(Request("The capital of France is", SamplingParams(beam_width=3, n=3, max_tokens=6))))
+        backend.submit(
+            Request("The capital of France is", SamplingParams(n=2, temperature=0.9, max_tokens=6, logprobs=0))
+        ),
+        backend.submit(Request("The capital of France is", SamplingParams(beam_width=3, n=3, max_tokens=6))),
+    )
     await backend.aclose()
     assert len(sampled) == 2 and all(c.logprobs is not None and len(c.logprobs) == c.token_count for c in sampled)
     assert len(beams) == 3 and len({c.text for c in beams}) == 3
-

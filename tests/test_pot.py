@@ -12,8 +12,12 @@ from tts import FakeBackend, Problem, SamplingParams, solve
 from tts.registry import REGISTRY
 from tts.strategies.program_of_thought import ProgramOfThought, extract_code, output_answer
 
-PROBLEM = Problem("eggs", "Janet's ducks lay 16 eggs a day. She eats 3 and bakes with 4. She sells the "
-                  "rest at $2 each. How many dollars does she make?", "18")
+PROBLEM = Problem(
+    "eggs",
+    "Janet's ducks lay 16 eggs a day. She eats 3 and bakes with 4. She sells the "
+    "rest at $2 each. How many dollars does she make?",
+    "18",
+)
 
 
 def fenced(code: str, lang: str = "python") -> str:
@@ -61,11 +65,24 @@ class CannedRunner:
 def test_executed_outputs_vote_and_failed_programs_do_not() -> None:
     replies = [fenced(WRONG), fenced(CRASH), fenced(GOOD), "I would say 32.", fenced(ALSO_GOOD), fenced(SLOW)]
     backend = FakeBackend.scripted(by_prompt={"Janet": replies})
-    runner = CannedRunner({GOOD: Ran(True, "eggs left 9\n18\n"), ALSO_GOOD: Ran(True, "18\n"),
-                           WRONG: Ran(True, "32\n"), CRASH: Ran(False, "", "ZeroDivisionError", 1),
-                           SLOW: Ran(False, "", "", None, timed_out=True)})
-    strategy = ProgramOfThought(n=6, sampling=SamplingParams(temperature=0.8, max_tokens=128), timeout=2.0,
-                                runner=runner)
+    runner = CannedRunner(
+        {
+            GOOD: Ran(True, "eggs left 9\n18\n"),
+            ALSO_GOOD: Ran(True, "18\n"),
+            WRONG: Ran(True, "32\n"),
+            CRASH: Ran(False, "", "ZeroDivisionError", 1),
+            SLOW: Ran(False, "", "", None, timed_out=True),
+        }
+    )
+    strategy = ProgramOfThought(
+        n=6,
+        proposer={
+            "name": "program_of_thought",
+            "sampling": SamplingParams(temperature=0.8, max_tokens=128),
+            "timeout": 2.0,
+        },
+        runner=runner,
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     # "32" from one program against "18" from two: the crash, the time-out and the prose never vote
     assert result.answer == "18" and result.correct is True and result.meta["votes"] == {"32": 1, "18": 2}
@@ -96,7 +113,9 @@ def test_single_greedy_program_and_registry() -> None:
 def test_programs_run_in_the_real_sandbox() -> None:
     replies = [fenced(GOOD), fenced(CRASH), fenced(ALSO_GOOD), fenced(SLOW)]
     backend = FakeBackend.scripted(by_prompt={"Janet": replies})
-    strategy = ProgramOfThought(n=4, sampling=SamplingParams(temperature=0.8), timeout=1.0)
+    strategy = ProgramOfThought(
+        n=4, proposer={"name": "program_of_thought", "sampling": SamplingParams(temperature=0.8), "timeout": 1.0}
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     assert result.answer == "18" and result.meta["votes"] == {"18": 2}
     good, crash, _, slow = result.candidates
@@ -114,7 +133,13 @@ def hf_backend():
 
 @pytest.mark.hf
 def test_program_of_thought_on_the_real_backend(hf_backend) -> None:
-    strategy = ProgramOfThought(sampling=SamplingParams(temperature=0, max_tokens=32), timeout=2.0)
+    strategy = ProgramOfThought(
+        proposer={
+            "name": "program_of_thought",
+            "sampling": SamplingParams(temperature=0, max_tokens=32),
+            "timeout": 2.0,
+        }
+    )
     result = asyncio.run(solve(strategy, Problem("add", "What is 2 + 3?", "5"), hf_backend))
     assert result.error is None and len(result.candidates) == 1
     events = result.trace.to_dict()["events"]

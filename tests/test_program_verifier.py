@@ -45,8 +45,10 @@ async def score_one(verifier, problem: Problem, text: str):
 
 
 def test_extract_code_prefers_the_last_python_block() -> None:
-    reply = ("First a sketch:\n```\nnot this\n```\nThen:\n```python\ndef f():\n    return 1\n```\n"
-             "Final:\n```python\ndef f():\n    return 2\n```\nDone.")
+    reply = (
+        "First a sketch:\n```\nnot this\n```\nThen:\n```python\ndef f():\n    return 1\n```\n"
+        "Final:\n```python\ndef f():\n    return 2\n```\nDone."
+    )
     assert extract_code(reply) == "def f():\n    return 2\n"
     assert extract_code("text\n```\nx = 1\n```") == "x = 1\n"
     assert extract_code("print(1)") == "print(1)"  # no fence: the whole answer
@@ -125,12 +127,15 @@ async def test_io_tests_compare_stdout() -> None:
 async def test_without_tests_a_program_passes_when_it_runs_cleanly() -> None:
     verifier = ProgramVerifier(timeout=1.0)
     problem = Problem("pot", "Compute 6*7 with a program.")
-    scores = await verifier.score(problem, [
-        cand("```python\nprint(6 * 7)\n```"),
-        cand("print(undefined_name)"),
-        cand("while True:\n    pass"),
-        cand(""),
-    ])
+    scores = await verifier.score(
+        problem,
+        [
+            cand("```python\nprint(6 * 7)\n```"),
+            cand("print(undefined_name)"),
+            cand("while True:\n    pass"),
+            cand(""),
+        ],
+    )
     assert [s.passed for s in scores] == [True, False, False, False]
     assert scores[0].feedback == "42"
     assert "NameError" in scores[1].feedback and "exit code 1" in scores[1].feedback
@@ -145,6 +150,7 @@ async def test_without_tests_a_program_passes_when_it_runs_cleanly() -> None:
 
 def solve24(numbers: list[int]) -> str | None:
     """Brute force: an expression over ``numbers`` equal to 24, or None."""
+
     def search(items: list[tuple[Fraction, str]]) -> str | None:
         if len(items) == 1:
             return items[0][1] if items[0][0] == 24 else None
@@ -181,11 +187,14 @@ async def test_known_solvable_puzzles_accept_a_solution_and_reject_a_wrong_one(t
         wrong = solution.replace("+", "-", 1) if "+" in solution else solution.replace("*", "+", 1)
         if check_game24(wrong, numbers)[0]:  # the swap happened to keep 24: change a number's place instead
             wrong = f"{wrong} + 1 - 1"
-        scores = await verifier.score(problem, [
-            cand(f"Let me try.\nThe answer is {solution} = 24."),
-            cand("", answer=f"{solution} = 24"),
-            cand(f"Answer: {wrong} = 24"),
-        ])
+        scores = await verifier.score(
+            problem,
+            [
+                cand(f"Let me try.\nThe answer is {solution} = 24."),
+                cand("", answer=f"{solution} = 24"),
+                cand(f"Answer: {wrong} = 24"),
+            ],
+        )
         assert [s.passed for s in scores] == [True, True, False], (problem.question, solution, wrong)
         assert [s.value for s in scores] == [1.0, 1.0, 0.0]
 

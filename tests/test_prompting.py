@@ -37,9 +37,10 @@ from tts.strategies.least_to_most import LeastToMost, parse_subquestions
 from tts.types import Request
 
 PROBLEM = Problem("q1", "What is 6 times 7?", "42")
-POOL = [Example(question=f"What is {a} plus {b}?", answer=str(a + b),
-                solution=f"{a}+{b}={a + b}. The answer is {a + b}.")
-        for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]]
+POOL = [
+    Example(question=f"What is {a} plus {b}?", answer=str(a + b), solution=f"{a}+{b}={a + b}. The answer is {a + b}.")
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]
+]
 
 
 def user_text(request: Request) -> str:
@@ -51,8 +52,15 @@ def user_text(request: Request) -> str:
 
 def test_shipped_templates_load_by_name_and_hold_their_placeholders() -> None:
     names = available_templates()
-    assert {"step_by_step", "few_shot", "least_to_most_decompose", "least_to_most_solve", "usc_select",
-            "refine_revise", "program_of_thought"} <= set(names)
+    assert {
+        "step_by_step",
+        "few_shot",
+        "least_to_most_decompose",
+        "least_to_most_solve",
+        "usc_select",
+        "refine_revise",
+        "program_of_thought",
+    } <= set(names)
     for name in names:
         template = load_template(name)
         assert template.name == name and "question" in template.placeholders()
@@ -63,13 +71,16 @@ def test_shipped_templates_load_by_name_and_hold_their_placeholders() -> None:
 def test_template_file_by_path_yaml_and_txt(tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text(
         "system: Be terse.\nuser: |-\n  Q: {question}\n  {instruction} Use \\boxed{{}} or \\boxed{x}.\n"
-        "instruction: Reply with a number.\nassistant_prefix: 'A:'\n", encoding="utf-8")
+        "instruction: Reply with a number.\nassistant_prefix: 'A:'\n",
+        encoding="utf-8",
+    )
     (tmp_path / "plain.txt").write_text("Solve: {question}\n", encoding="utf-8")
     t = load_template(str(tmp_path / "mine.yaml"))
     req = t.request(SamplingParams(temperature=0), question="2+2?", instruction="ignored: the template's")
-    assert req.messages() == [{"role": "system", "content": "Be terse."},
-                              {"role": "user", "content": "Q: 2+2?\nReply with a number. Use \\boxed{{}} or "
-                                                          "\\boxed{x}."}]
+    assert req.messages() == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "Q: 2+2?\nReply with a number. Use \\boxed{{}} or \\boxed{x}."},
+    ]
     assert req.assistant_prefix == "A:"
     plain = load_template(tmp_path / "plain.txt")
     assert plain.user == "Solve: {question}" and plain.name == "plain"
@@ -95,8 +106,12 @@ def test_fill_replaces_only_given_names() -> None:
 
 
 def test_cot_and_direct_resolve_to_the_task_templates_and_instruction() -> None:
-    task = Task(instruction="Say only the number.", cot_template="{question} Reason. {instruction}",
-                system="sys", examples=(("What is 1+1?", "1+1=2. The answer is 2."),))
+    task = Task(
+        instruction="Say only the number.",
+        cot_template="{question} Reason. {instruction}",
+        system="sys",
+        examples=(("What is 1+1?", "1+1=2. The answer is 2."),),
+    )
     t = resolve_prompt("cot", task)
     assert t.user == task.cot_template and t.system == "sys"
     assert t.examples == (Example(question="What is 1+1?", solution="1+1=2. The answer is 2."),)
@@ -114,14 +129,16 @@ def test_examples_as_turns_inline_and_raw_text() -> None:
     assert msgs[0].content == "What is 1 plus 2?\nEnd with the number."
     assert msgs[1].content == "1+2=3. The answer is 3."
     assert msgs[-1].content == "What is 6 times 7?\nEnd with the number."
-    inline = PromptTemplate(user="Examples:\n{examples}Now: {question}", example="Q: {question}\nA: {answer}",
-                            separator="\n")
+    inline = PromptTemplate(
+        user="Examples:\n{examples}Now: {question}", example="Q: {question}\nA: {answer}", separator="\n"
+    )
     (only,) = inline.messages(shots, question="6*7?")
     assert only.content == "Examples:\nQ: What is 1 plus 2?\nA: 3\nQ: What is 3 plus 4?\nA: 7\nNow: 6*7?"
     assert inline.messages((), question="6*7?")[0].content == "Examples:\nNow: 6*7?"
     # raw text: turns become inline examples before the user text
     assert turns.text(shots[:1], question="6*7?", instruction="") == (
-        "Question: What is 1 plus 2?\nAnswer: 1+2=3. The answer is 3.\n\n6*7?")
+        "Question: What is 1 plus 2?\nAnswer: 1+2=3. The answer is 3.\n\n6*7?"
+    )
 
 
 # ------------------------------------------------------------------ examples and selection
@@ -129,8 +146,7 @@ def test_examples_as_turns_inline_and_raw_text() -> None:
 
 def test_clean_solution_turns_gsm8k_marks_into_prose() -> None:
     raw = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
-    assert clean_solution(raw) == ("Janet sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\n"
-                                   "The answer is 18.")
+    assert clean_solution(raw) == ("Janet sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18.\nThe answer is 18.")
 
 
 def test_examples_from_a_benchmark_and_from_a_jsonl_file(data_dir: Path, tmp_path: Path) -> None:
@@ -139,9 +155,17 @@ def test_examples_from_a_benchmark_and_from_a_jsonl_file(data_dir: Path, tmp_pat
     assert gsm[0].answer == "18" and gsm[0].solution is not None
     assert gsm[0].solution.endswith("The answer is 18.") and "<<" not in gsm[0].solution
     path = tmp_path / "shots.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in [
-        {"question": "Capital of Peru?", "answer": "Lima"},
-        {"question": "2+2?", "solution": "2+2=4. The answer is 4."}]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"question": "Capital of Peru?", "answer": "Lima"},
+                {"question": "2+2?", "solution": "2+2=4. The answer is 4."},
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     mine = load_examples(str(path))
     assert mine[0] == Example(question="Capital of Peru?", answer="Lima")
     assert mine[1].solution == "2+2=4. The answer is 4." and mine[1].worked == mine[1].solution
@@ -177,10 +201,12 @@ class WordEmbedder:
 
 
 def test_nearest_selection_orders_closest_last_and_embeds_the_pool_once() -> None:
-    pool = [Example(question="What is the capital of France?", answer="Paris"),
-            Example(question="What is 3 plus 4?", answer="7"),
-            Example(question="What is 2 times 3?", answer="6"),
-            Example(question="What is the capital of Peru?", answer="Lima")]
+    pool = [
+        Example(question="What is the capital of France?", answer="Paris"),
+        Example(question="What is 3 plus 4?", answer="7"),
+        Example(question="What is 2 times 3?", answer="6"),
+        Example(question="What is the capital of Peru?", answer="Lima"),
+    ]
     embedder = WordEmbedder()
     selector = NearestSelector(embedder)
     picked = selector.select("What is 2 times 4?", pool, 2, random.Random(0))
@@ -198,9 +224,11 @@ def test_nearest_without_sentence_transformers_names_the_extra(monkeypatch: pyte
 
 @pytest.mark.slow
 def test_nearest_with_the_packaged_minilm_model() -> None:
-    pool = [Example(question="How many legs do 3 spiders have?", answer="24"),
-            Example(question="What is the capital of Japan?", answer="Tokyo"),
-            Example(question="Which river flows through Paris?", answer="Seine")]
+    pool = [
+        Example(question="How many legs do 3 spiders have?", answer="24"),
+        Example(question="What is the capital of Japan?", answer="Tokyo"),
+        Example(question="Which river flows through Paris?", answer="Seine"),
+    ]
     picked = NearestSelector().select("What is the capital city of Italy?", pool, 1, random.Random(0))
     assert picked[0].answer == "Tokyo"
 
@@ -210,7 +238,7 @@ def test_nearest_with_the_packaged_minilm_model() -> None:
 
 def test_few_shot_prompt_holds_the_chosen_examples_as_turns() -> None:
     backend = FakeBackend.scripted(default="6*7=42. The answer is 42.")
-    strategy = FewShot(prompt="few_shot", shots=2, select="first")
+    strategy = FewShot(proposer={"name": "few_shot", "prompt": "few_shot", "shots": 2, "select": "first"})
     result = asyncio.run(solve(strategy, PROBLEM, backend, task=Task(instruction="End with the number.")))
     assert result.answer == "42" and result.correct is True
     assert backend.requests == 1 and backend.completions_generated == 1
@@ -218,8 +246,9 @@ def test_few_shot_prompt_holds_the_chosen_examples_as_turns() -> None:
     assert event.request is not None
     msgs = event.request.messages()
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant", "user"]
-    assert msgs[0]["content"] == ("Tom has 3 apples and buys 4 more. How many apples does he have?\n"
-                                  "End with the number.")
+    assert msgs[0]["content"] == (
+        "Tom has 3 apples and buys 4 more. How many apples does he have?\nEnd with the number."
+    )
     assert msgs[-1]["content"] == "What is 6 times 7?\nEnd with the number."
     rendered = event.completions[0].prompt_text
     assert rendered is not None and "A box holds 6 eggs" in rendered and "What is 6 times 7?" in rendered
@@ -228,13 +257,13 @@ def test_few_shot_prompt_holds_the_chosen_examples_as_turns() -> None:
 
 def test_seeded_selection_is_one_prefix_for_all_problems_unseeded_varies_per_problem(tmp_path: Path) -> None:
     path = tmp_path / "pool.jsonl"
-    path.write_text("\n".join(json.dumps({"question": e.question, "answer": e.answer}) for e in POOL),
-                    encoding="utf-8")
+    path.write_text("\n".join(json.dumps({"question": e.question, "answer": e.answer}) for e in POOL), encoding="utf-8")
     problems = [Problem(f"p{i}", f"What is {i} times 3?", str(3 * i)) for i in range(6)]
 
     def shots_per_problem(**kw: object) -> list[tuple[str, ...]]:
         backend = FakeBackend.scripted(default="The answer is 0.")
-        report = run(FewShot(prompt="few_shot", examples=str(path), shots=2, **kw), problems, backend, seed=3)
+        proposer = {"name": "few_shot", "prompt": "few_shot", "examples": str(path), "shots": 2, **kw}
+        report = run(FewShot(proposer=proposer), problems, backend, seed=3)
         out = []
         for r in report.results:
             req = r.trace.events[0].request
@@ -250,9 +279,10 @@ def test_seeded_selection_is_one_prefix_for_all_problems_unseeded_varies_per_pro
 
 
 def test_few_shot_votes_over_n_samples_in_one_request() -> None:
-    backend = FakeBackend.scripted(by_prompt={"6 times 7": ["The answer is 42.", "The answer is 41.",
-                                                            "The answer is 42."]})
-    strategy = FewShot(n=3, shots=0, sampling=SamplingParams(temperature=0.8))
+    backend = FakeBackend.scripted(
+        by_prompt={"6 times 7": ["The answer is 42.", "The answer is 41.", "The answer is 42."]}
+    )
+    strategy = FewShot(n=3, proposer={"name": "few_shot", "shots": 0, "sampling": SamplingParams(temperature=0.8)})
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     assert result.answer == "42" and result.meta["votes"] == {"42": 2, "41": 1}
     assert backend.requests == 1 and backend.completions_generated == 3
@@ -308,8 +338,9 @@ def test_a_spread_of_temperatures_raises_the_rate_of_distinct_answers() -> None:
     problems = [Problem(f"d{i}", f"Question number {i}?") for i in range(40)]
     n = 8
     base = FewShotProposer(FewShotProposerOptions(shots=0, sampling=SamplingParams(temperature=0.5)))
-    spread = FewShotProposer(FewShotProposerOptions(shots=0, sampling=SamplingParams(temperature=0.5),
-                                                    temperatures=(0.5, 1.0, 2.0, 4.0)))
+    spread = FewShotProposer(
+        FewShotProposerOptions(shots=0, sampling=SamplingParams(temperature=0.5), temperatures=(0.5, 1.0, 2.0, 4.0))
+    )
     base_rate, base_backend = distinct_rate(base, problems, n)
     spread_rate, spread_backend = distinct_rate(spread, problems, n)
     assert spread_rate > base_rate + 0.1, (base_rate, spread_rate)
@@ -328,8 +359,7 @@ def test_temperature_plan_is_round_robin_and_seeds_are_distinct_and_reproducible
     assert [(p.temperature, p.n) for p in spread.plan(2, ctx)] == [(0.4, 1), (0.8, 1)]
     seeded = FewShotProposer(FewShotProposerOptions(distinct_seeds=True, temperatures=(0.5, 1.0)))
     plan = seeded.plan(4, ctx)
-    assert [(p.seed, p.temperature, p.n) for p in plan] == [(100, 0.5, 1), (101, 1.0, 1), (102, 0.5, 1),
-                                                            (103, 1.0, 1)]
+    assert [(p.seed, p.temperature, p.n) for p in plan] == [(100, 0.5, 1), (101, 1.0, 1), (102, 0.5, 1), (103, 1.0, 1)]
 
     def answers() -> tuple[list[str | None], FakeBackend]:
         backend = FakeBackend(TemperatureModel())
@@ -356,23 +386,27 @@ def test_temperature_plan_is_round_robin_and_seeds_are_distinct_and_reproducible
 # ------------------------------------------------------------------ least-to-most
 
 
-DECOMPOSITION = ("1. How many apples does Ann have after buying?\n2) How many does she give away?\n"
-                 "- junk line\n")
+DECOMPOSITION = "1. How many apples does Ann have after buying?\n2) How many does she give away?\n- junk line\n"
 
 
 def test_least_to_most_solves_subquestions_in_order_feeding_answers_forward() -> None:
-    backend = FakeBackend.scripted(by_prompt={
-        "Break the following problem": DECOMPOSITION,
-        "Q: How many apples does Ann have after buying?\nA: Answer": "She has 3 + 5 = 8. The answer is 8.",
-        "Q: How many does she give away?\nA: Answer": "She gives away 2. The answer is 2.",
-        "Q: junk line\nA: Answer": "Nothing to do. The answer is 0.",
-        "Q: Ann has 3 apples": "8 - 2 = 6. The answer is 6.",
-    })
+    backend = FakeBackend.scripted(
+        by_prompt={
+            "Break the following problem": DECOMPOSITION,
+            "Q: How many apples does Ann have after buying?\nA: Answer": "She has 3 + 5 = 8. The answer is 8.",
+            "Q: How many does she give away?\nA: Answer": "She gives away 2. The answer is 2.",
+            "Q: junk line\nA: Answer": "Nothing to do. The answer is 0.",
+            "Q: Ann has 3 apples": "8 - 2 = 6. The answer is 6.",
+        }
+    )
     problem = Problem("ann", "Ann has 3 apples, buys 5 and gives 2 away. How many are left?", "6")
     result = asyncio.run(solve(LeastToMost(), problem, backend))
     assert result.answer == "6" and result.correct is True
-    assert result.meta["subquestions"] == ["How many apples does Ann have after buying?",
-                                           "How many does she give away?", "junk line"]
+    assert result.meta["subquestions"] == [
+        "How many apples does Ann have after buying?",
+        "How many does she give away?",
+        "junk line",
+    ]
     assert backend.requests == 5  # one decomposition + three subquestions + the question itself
     prompts = [user_text(e.request) for e in result.trace.events if e.request is not None]
     assert len(prompts) == 5 and all(e.completions[0].prompt_text for e in result.trace.events)
@@ -385,8 +419,9 @@ def test_least_to_most_solves_subquestions_in_order_feeding_answers_forward() ->
 
 
 def test_least_to_most_without_subquestions_solves_the_question_directly() -> None:
-    backend = FakeBackend.scripted(by_prompt={"Break the following": "I cannot break this down.",
-                                              "Q: What is 6 times 7?": "The answer is 42."})
+    backend = FakeBackend.scripted(
+        by_prompt={"Break the following": "I cannot break this down.", "Q: What is 6 times 7?": "The answer is 42."}
+    )
     result = asyncio.run(solve(LeastToMost(max_subquestions=2), PROBLEM, backend))
     assert result.answer == "42" and result.meta["subquestions"] == [] and backend.requests == 2
 
@@ -412,15 +447,27 @@ def test_few_shot_and_least_to_most_on_the_real_backend(hf_backend, data_dir: Pa
     from tts.datasets import BUILTIN_TASKS
 
     problem = Problem("add", "What is 2 + 3?", "5")
-    few = FewShot(prompt="few_shot", examples="gsm8k", data_dir=str(data_dir), shots=1, select="first",
-                  sampling=SamplingParams(temperature=0, max_tokens=24))
+    few = FewShot(
+        proposer={
+            "name": "few_shot",
+            "prompt": "few_shot",
+            "examples": "gsm8k",
+            "data_dir": str(data_dir),
+            "shots": 1,
+            "select": "first",
+            "sampling": SamplingParams(temperature=0, max_tokens=24),
+        }
+    )
     result = asyncio.run(solve(few, problem, hf_backend, task=BUILTIN_TASKS["add1"]))
     assert result.error is None and len(result.trace.events) == 1
     rendered = result.trace.to_dict()["events"][0]["rendered_prompt"]
     assert "Janet" in rendered and "What is 2 + 3?" in rendered and "<|im_start|>assistant" in rendered
 
-    l2m = LeastToMost(max_subquestions=1, decompose_sampling=SamplingParams(temperature=0, max_tokens=32),
-                      sampling=SamplingParams(temperature=0, max_tokens=24))
+    l2m = LeastToMost(
+        max_subquestions=1,
+        decompose_sampling=SamplingParams(temperature=0, max_tokens=32),
+        sampling=SamplingParams(temperature=0, max_tokens=24),
+    )
     result = asyncio.run(solve(l2m, problem, hf_backend))
     assert result.error is None
     events = result.trace.to_dict()["events"]

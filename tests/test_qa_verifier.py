@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from tts.answers import normalize_answer
 from tts.errors import ConfigError
 from tts.types import Candidate, Problem
 from tts.verifiers.base import Verifier, cost_of
@@ -15,7 +16,6 @@ from tts.verifiers.qa import (
     exact_match,
     extract_choice,
     f1_score,
-    normalize_answer,
     references_of,
 )
 
@@ -75,8 +75,9 @@ def test_extract_choice_other_letters() -> None:
 
 
 def test_references_of_merges_reference_and_metadata_aliases() -> None:
-    p = Problem("q", "Capital of France?", reference="Paris|City of Paris",
-                metadata={"aliases": ["Paris", "Ville de Paris"]})
+    p = Problem(
+        "q", "Capital of France?", reference="Paris|City of Paris", metadata={"aliases": ["Paris", "Ville de Paris"]}
+    )
     assert references_of(p) == ["Paris", "City of Paris", "Ville de Paris"]
     assert references_of(p, separator=None) == ["Paris|City of Paris", "Paris", "Ville de Paris"]
     assert references_of(Problem("q", "?", metadata={"aliases": "Rome"})) == ["Rome"]
@@ -84,8 +85,7 @@ def test_references_of_merges_reference_and_metadata_aliases() -> None:
 
 async def test_qa_verifier_em_and_f1() -> None:
     p = Problem("q", "Capital of France?", reference="Paris|City of Paris")
-    cands = [Candidate("...", "the City of Paris"), Candidate("Lyon", None),
-             Candidate("Paris France", "Paris France")]
+    cands = [Candidate("...", "the City of Paris"), Candidate("Lyon", None), Candidate("Paris France", "Paris France")]
     em = await QAVerifier().score(p, cands, None)
     assert [s.value for s in em] == [1.0, 0.0, 0.0]
     assert [s.passed for s in em] == [True, False, False]
@@ -98,8 +98,12 @@ async def test_qa_verifier_em_and_f1() -> None:
 
 async def test_choice_verifier() -> None:
     p = Problem("q", "Pick one", reference="(B)", metadata={"aliases": ["D"]})
-    cands = [Candidate("The answer is (B).", None), Candidate("...", "d"), Candidate("Answer: C", "C"),
-             Candidate("no idea", None)]
+    cands = [
+        Candidate("The answer is (B).", None),
+        Candidate("...", "d"),
+        Candidate("Answer: C", "C"),
+        Candidate("no idea", None),
+    ]
     scores = await ChoiceVerifier().score(p, cands, None)
     assert [s.passed for s in scores] == [True, True, False, False]
     assert scores[3].feedback == "No answer found."

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tts.pipeline import BackendSpec, Limited, build_pipeline, load_pipeline
+from tts.config import BackendSpec, build_pipeline, load_pipeline
 from tts.study import StudyRunner, load_study
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -22,8 +22,14 @@ REPLY = "Let me compute.\n```python\nprint(4)\n```\nThe answer is 4. Answer: B"
 
 def test_every_recipe_has_yaml_and_python() -> None:
     assert {p.stem for p in PIPELINES} == {p.stem for p in SCRIPTS}
-    assert {"gsm8k_self_consistency", "math500_best_of_n", "adaptive_self_consistency", "program_of_thought",
-            "multiple_choice_qa", "cpu_demo"} <= {p.stem for p in PIPELINES}
+    assert {
+        "gsm8k_self_consistency",
+        "math500_best_of_n",
+        "adaptive_self_consistency",
+        "program_of_thought",
+        "multiple_choice_qa",
+        "cpu_demo",
+    } <= {p.stem for p in PIPELINES}
 
 
 def _fake(spec: Any, limit: int, data_dir: Path) -> Any:
@@ -39,8 +45,7 @@ def test_yaml_recipe_runs_on_the_fake_engine(path: Path, data_dir: Path) -> None
     spec = _fake(load_pipeline(path), 3, data_dir)
     pipe = build_pipeline(spec)
     report = pipe.run()
-    assert len(report.results) == 3 and all(r.error is None for r in report.results), \
-        [r.error for r in report.results]
+    assert len(report.results) == 3 and all(r.error is None for r in report.results), [r.error for r in report.results]
     assert all(r.answer is not None for r in report.results)
     assert pipe.backend.completions_generated >= 3
 
@@ -54,16 +59,13 @@ def _module(path: Path) -> ModuleType:
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
-def test_python_recipe_builds_the_yaml_objects(path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
-                                               ) -> None:
+def test_python_recipe_builds_the_yaml_objects(path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     module = _module(path)
     data, task, strategy = module.build(3, str(data_dir))
     pipe = build_pipeline(_fake(load_pipeline(path.with_suffix(".yaml")), 3, data_dir))
     built = pipe.strategy
-    if isinstance(built, Limited):  # a budget: the script wraps its strategy the same way
-        assert isinstance(strategy, Limited) and strategy.limits == built.limits
-        strategy, built = strategy.inner, built.inner
     assert type(strategy) is type(built) and strategy.options == built.options
+    assert getattr(module, "BUDGET", None) == pipe.limits  # a budget: the script passes the same limits
     assert task == pipe.task
     assert [p.id for p in data.problems] == [p.id for p in pipe.problems]
     argv = ["--backend", "fake", "--limit", "2"]

@@ -15,12 +15,13 @@ PROBLEM = Problem("q1", "What is 6 times 7?", "42")
 
 
 def revise_prompts(result) -> list[str]:
-    return [e.request.messages()[-1]["content"] for e in result.trace.events[1:]]
+    return [e.request.messages()[-1]["content"] for e in result.trace.events if e.kind == "generate"][1:]
 
 
 def test_revises_with_feedback_until_the_verifier_passes() -> None:
-    backend = FakeBackend.scripted(by_prompt={"Feedback on that attempt": "6*7 = 42. The answer is 42."},
-                                   queue=["6*7 = 41. The answer is 41."])
+    backend = FakeBackend.scripted(
+        by_prompt={"Feedback on that attempt": "6*7 = 42. The answer is 42."}, queue=["6*7 = 41. The answer is 41."]
+    )
     result = asyncio.run(solve(Refine(verifier=MathVerifier()), PROBLEM, backend))
     assert result.answer == "42" and result.correct is True
     assert [c.answer for c in result.candidates] == ["41", "42"] and result.winner == 1
@@ -32,8 +33,9 @@ def test_revises_with_feedback_until_the_verifier_passes() -> None:
     assert "A previous attempt:\n6*7 = 41. The answer is 41." in revise
     assert "Feedback on that attempt: The answer 41 is incorrect." in revise
     assert revise.startswith(PROBLEM.question) and revise.endswith(
-        "End your reply with 'The answer is N.' where N is the final answer.")
-    assert all(e.completions[0].prompt_text for e in result.trace.events)
+        "End your reply with 'The answer is N.' where N is the final answer."
+    )
+    assert all(e.completions[0].prompt_text for e in result.trace.events if e.kind == "generate")
 
 
 class Graded:
@@ -73,8 +75,13 @@ def test_zero_rounds_only_verifies_and_empty_feedback_gets_a_default() -> None:
     backend = FakeBackend.scripted(queue=["The answer is 1.", "The answer is 2."])
     result = asyncio.run(solve(Refine(rounds=0, verifier=Silent()), PROBLEM, backend))
     assert len(result.candidates) == 1 and backend.requests == 1 and result.winner == 0
-    result = asyncio.run(solve(Refine(rounds=1, verifier=Silent()), PROBLEM, FakeBackend.scripted(
-        queue=["The answer is 1.", "The answer is 2."])))
+    result = asyncio.run(
+        solve(
+            Refine(rounds=1, verifier=Silent()),
+            PROBLEM,
+            FakeBackend.scripted(queue=["The answer is 1.", "The answer is 2."]),
+        )
+    )
     assert "gave no details" in revise_prompts(result)[0]
 
 
@@ -98,8 +105,11 @@ def hf_backend():
 
 @pytest.mark.hf
 def test_refine_on_the_real_backend(hf_backend) -> None:
-    strategy = Refine(rounds=1, sampling=SamplingParams(temperature=0, max_tokens=24),
-                      verifier=MathVerifier())
+    strategy = Refine(
+        rounds=1,
+        proposer={"name": "few_shot", "sampling": SamplingParams(temperature=0, max_tokens=24)},
+        verifier=MathVerifier(),
+    )
     result = asyncio.run(solve(strategy, Problem("add", "What is 2 + 3?", "5"), hf_backend))
     assert result.error is None and 1 <= len(result.candidates) <= 2
     events = result.trace.to_dict()["events"]

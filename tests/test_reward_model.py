@@ -45,10 +45,16 @@ class RecordingScorer:
 
 def test_split_steps_by_labels_paragraphs_lines_and_separator() -> None:
     labelled = "Let us think.\nStep 1: add 2 and 3.\nso 5\nStep 2: double it.\n## Step 3. Answer 10."
-    assert split_steps(labelled) == ["Let us think.", "Step 1: add 2 and 3.\nso 5", "Step 2: double it.",
-                                     "## Step 3. Answer 10."]
-    assert split_steps("First add.\nStill first.\n\n  \nThen double.\n\n") == ["First add.\nStill first.",
-                                                                             "Then double."]
+    assert split_steps(labelled) == [
+        "Let us think.",
+        "Step 1: add 2 and 3.\nso 5",
+        "Step 2: double it.",
+        "## Step 3. Answer 10.",
+    ]
+    assert split_steps("First add.\nStill first.\n\n  \nThen double.\n\n") == [
+        "First add.\nStill first.",
+        "Then double.",
+    ]
     assert split_steps("a\nb\n\nc", how="newline") == ["a", "b", "c"]
     assert split_steps("x ки y ки z", how="separator", separator="ки") == ["x", "y", "z"]
     assert split_steps("one line only") == ["one line only"]
@@ -91,8 +97,11 @@ async def test_prm_scores_every_step_prefix_and_aggregates() -> None:
     prm = ProcessRewardModel(scorer, aggregate="min", batch_size=2)
     [score] = await prm.score(PROBLEM, [Candidate(text, None)])
     prefixes = [s for batch in scorer.batches for _, s in batch]
-    assert prefixes == ["Step 1: fine.", "Step 1: fine.\nStep 2: bad step.",
-                        "Step 1: fine.\nStep 2: bad step.\nStep 3: fine again."]
+    assert prefixes == [
+        "Step 1: fine.",
+        "Step 1: fine.\nStep 2: bad step.",
+        "Step 1: fine.\nStep 2: bad step.\nStep 3: fine again.",
+    ]
     assert [len(b) for b in scorer.batches] == [2, 1]
     assert score.steps == pytest.approx((1.0, 0.5, 2 / 3))
     assert score.value == pytest.approx(0.5) and score.passed is True
@@ -102,7 +111,8 @@ async def test_prm_scores_every_step_prefix_and_aggregates() -> None:
         assert s.value == pytest.approx(expected), how
     # steps set by a strategy win over splitting; a custom separator splits the rest
     [s] = await ProcessRewardModel(RecordingScorer(), aggregate="last").score(
-        PROBLEM, [Candidate("ignored", None, steps=["ok", "bad"])])
+        PROBLEM, [Candidate("ignored", None, steps=["ok", "bad"])]
+    )
     assert s.steps == (1.0, 0.5)
     sep = ProcessRewardModel(RecordingScorer(), split="separator", separator=" | ")
     assert sep.steps_of(Candidate("a | b | c", None)) == ["a", "b", "c"]
@@ -141,16 +151,19 @@ class FakeLLM:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str], dict]] = []
-        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(
-            hf_config=SimpleNamespace(id2label={0: "wrong", 1: "neutral", 2: "correct"})))
+        self.llm_engine = SimpleNamespace(
+            model_config=SimpleNamespace(hf_config=SimpleNamespace(id2label={0: "wrong", 1: "neutral", 2: "correct"}))
+        )
 
     def get_tokenizer(self):
         return FakeTokenizer()
 
     def classify(self, prompts, **kw):
         self.calls.append(("classify", list(prompts), kw))
-        return [SimpleNamespace(outputs=SimpleNamespace(probs=[0.1, 0.2, 0.7] if "42" in p else [0.6, 0.3, 0.1]))
-                for p in prompts]
+        return [
+            SimpleNamespace(outputs=SimpleNamespace(probs=[0.1, 0.2, 0.7] if "42" in p else [0.6, 0.3, 0.1]))
+            for p in prompts
+        ]
 
     def encode(self, prompts, **kw):
         self.calls.append(("encode", list(prompts), kw))
@@ -191,10 +204,12 @@ def test_vllm_adapter_builds_no_engine_until_used_and_needs_a_model() -> None:
 
 
 def test_verifier_modules_import_no_heavy_library() -> None:
-    code = ("import sys, tts.verifiers.reward_model, tts.verifiers.judge, tts.verifiers.fact_check, "
-            "tts.verifiers.consistency, tts.verifiers.combine, tts.verifiers.calibration\n"
-            "heavy = [m for m in ('torch', 'transformers', 'vllm', 'sentence_transformers') if m in sys.modules]\n"
-            "assert not heavy, heavy")
+    code = (
+        "import sys, tts.verifiers.reward_model, tts.verifiers.judge, tts.verifiers.fact_check, "
+        "tts.verifiers.consistency, tts.verifiers.combine, tts.verifiers.calibration\n"
+        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'sentence_transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -214,7 +229,7 @@ async def test_trained_orm_ranks_held_out_sums_through_the_verifier(sum_rm: tupl
     path, task = sum_rm
     labels = [i % 2 == 0 for i in range(200)]
     candidates = [Candidate(task.solution([ok]), None) for ok in labels]
-    orm = OutcomeRewardModel(str(path), batch_size=32, device="cpu")
+    orm = OutcomeRewardModel(str(path), batch_size=32, model_options={"device": "cpu"})
     scores = await orm.score(PROBLEM, candidates)
     assert all(0.0 <= s.value <= 1.0 for s in scores)
     assert auroc([s.value for s in scores], labels) > 0.9

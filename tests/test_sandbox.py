@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 LEVELS = [LEVEL] if LEVEL == "rlimits" else [LEVEL, "rlimits"]  # the fallback must work everywhere
 
 strong_only = pytest.mark.skipif(
-    LEVEL != "strong", reason="hostile programs are only contained at the strong level (root + unshare)")
+    LEVEL != "strong", reason="hostile programs are only contained at the strong level (root + unshare)"
+)
 
 
 def sandbox_processes() -> list[int]:
@@ -145,10 +146,12 @@ def test_timeout_is_flagged(level) -> None:
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_stdin_and_files(level) -> None:
-    code = ("import os, sys\nprint(sys.stdin.read().upper())\nprint(open('data/in.txt').read())\n"
-            "open('out.txt', 'w').write('x' * 10)\n"
-            "print(sorted(os.listdir('.')), os.path.getsize('out.txt'))\n"
-            "print(os.getcwd() == os.environ['HOME'] == os.environ['TMPDIR'])")
+    code = (
+        "import os, sys\nprint(sys.stdin.read().upper())\nprint(open('data/in.txt').read())\n"
+        "open('out.txt', 'w').write('x' * 10)\n"
+        "print(sorted(os.listdir('.')), os.path.getsize('out.txt'))\n"
+        "print(os.getcwd() == os.environ['HOME'] == os.environ['TMPDIR'])"
+    )
     result = run_program(code, stdin="abc\ndef", files={"data/in.txt": "given"}, isolation=level)
     assert result.ok, result.stderr
     assert result.stdout == "ABC\nDEF\ngiven\n['data', 'main.py', 'out.txt'] 10\nTrue\n"
@@ -245,8 +248,10 @@ async def test_huge_allocations_hit_the_memory_limit(host_guard) -> None:
     score = await verdict("x = bytearray(64 * 2**30)", memory_mb=128)
     assert score.passed is False and "MemoryError" in score.feedback
     # Growing step by step: the limit binds near memory_mb, not at the host's memory.
-    grow = ("chunks = []\ntry:\n    while True:\n        chunks.append(bytearray(2**20))\n"
-            "except MemoryError:\n    print('reached', len(chunks))\n    raise\n")
+    grow = (
+        "chunks = []\ntry:\n    while True:\n        chunks.append(bytearray(2**20))\n"
+        "except MemoryError:\n    print('reached', len(chunks))\n    raise\n"
+    )
     result = run_program(grow, memory_mb=128, timeout=2.0)
     assert result.exit_code == 1 and "MemoryError" in result.stderr
     assert 10 < int(result.stdout.split()[1]) < 128
@@ -296,9 +301,11 @@ async def test_root_only_files_cannot_be_read(host_guard) -> None:
 async def test_parent_environment_secrets_do_not_leak(host_guard, monkeypatch) -> None:
     secret = "sk-" + secrets.token_hex(12)
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    code = ("import os\nprint(dict(os.environ))\nfor pid in os.listdir('/proc'):\n    try:\n"
-            "        print(open(f'/proc/{pid}/environ', 'rb').read())\n    except OSError:\n        pass\n"
-            "print(os.environ['OPENAI_API_KEY'])\n")
+    code = (
+        "import os\nprint(dict(os.environ))\nfor pid in os.listdir('/proc'):\n    try:\n"
+        "        print(open(f'/proc/{pid}/environ', 'rb').read())\n    except OSError:\n        pass\n"
+        "print(os.environ['OPENAI_API_KEY'])\n"
+    )
     result = run_program(code)
     assert secret not in result.stdout and secret not in result.stderr
     score = await verdict(code)
@@ -317,13 +324,16 @@ async def test_writes_outside_the_work_folder_fail(where, host_guard) -> None:
 
 
 @strong_only
-@pytest.mark.parametrize("attack", [
-    "os.kill(os.getppid(), signal.SIGKILL)",
-    "os.killpg(0, signal.SIGKILL)",
-    "os.kill(-1, signal.SIGKILL)",
-    "os.kill(PARENT, signal.SIGKILL)",
-    "os.killpg(os.getpgid(PARENT), signal.SIGKILL)",
-])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "os.kill(os.getppid(), signal.SIGKILL)",
+        "os.killpg(0, signal.SIGKILL)",
+        "os.kill(-1, signal.SIGKILL)",
+        "os.kill(PARENT, signal.SIGKILL)",
+        "os.killpg(os.getpgid(PARENT), signal.SIGKILL)",
+    ],
+)
 async def test_the_parent_cannot_be_signalled(attack, host_guard) -> None:
     sentinel = subprocess.Popen(["sleep", "30"])  # a host process the program might hit instead
     try:
@@ -339,8 +349,10 @@ async def test_the_parent_cannot_be_signalled(attack, host_guard) -> None:
 
 @strong_only
 async def test_daemons_do_not_outlive_the_run(host_guard) -> None:
-    code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-            "        time.sleep(60)\n    os._exit(0)\nprint('detached')\n")
+    code = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        time.sleep(60)\n    os._exit(0)\nprint('detached')\n"
+    )
     result = run_program(code)
     assert result.ok and result.stdout == "detached\n"
     # host_guard: the sleeping grandchild died with the namespace
@@ -348,9 +360,11 @@ async def test_daemons_do_not_outlive_the_run(host_guard) -> None:
 
 @strong_only
 async def test_the_sandbox_cannot_undo_its_mounts(host_guard) -> None:
-    code = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-            "assert libc.umount2(b'/tmp', 2) != 0 and libc.mount(None, b'/', None, 32 | 4096, None) != 0\n"
-            "import os\nprint(' '.join(os.listdir('/tmp')))\n")
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.umount2(b'/tmp', 2) != 0 and libc.mount(None, b'/', None, 32 | 4096, None) != 0\n"
+        "import os\nprint(' '.join(os.listdir('/tmp')))\n"
+    )
     with tempfile.NamedTemporaryFile(dir="/tmp", prefix="host-only-") as host_file:
         result = run_program(code)
         assert result.ok, result.stderr

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tts import FakeBackend, Problem, Request, SamplingParams, SelfConsistency, load_dataset, run, solve
-from tts.strategies import adaptive, select
+from tts.strategies import _select, _stop
 from tts.types import Candidate, Completion, Score
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def test_score_weights_come_from_the_verifier() -> None:
     backend = FakeBackend.scripted(by_prompt={"6 times 7": replies("42", "7", "42", "7", "42")})
     likes = Likes({"7": 1.0, "42": 0.2})
     result = asyncio.run(solve(SelfConsistency(n=5, weight="score", scorers=[likes]), PROBLEM, backend))
-    assert result.answer == "7" and likes.calls == 1 and result.usage.verifier_calls == 1
+    assert result.answer == "7" and likes.calls == 1 and result.usage.verifier_calls == 5  # one per judged candidate
     assert result.meta["weights"] == pytest.approx({"42": 0.6, "7": 2.0})
     assert [c.score for c in result.candidates] == [0.2, 1.0, 0.2, 1.0, 0.2]
 
@@ -124,10 +124,17 @@ def test_deepconf_offline_keeps_the_most_confident_fraction() -> None:
 
 def test_deepconf_online_sets_the_bar_on_warmup_and_stops_on_consensus() -> None:
     hi, lo = -0.2, -1.5
-    items = [("42", hi), ("7", hi), ("7", lo), ("42", lo),  # warmup: keep 0.5 -> bar = hi
-             ("42", hi), ("7", lo),  # 7 dropped: 42 x2, 7 x1 (share 0.67)
-             ("42", hi), ("42", hi),  # 42 x4, 7 x1: share 0.8 -> stop
-             *[("7", hi)] * 8]
+    items = [
+        ("42", hi),
+        ("7", hi),
+        ("7", lo),
+        ("42", lo),  # warmup: keep 0.5 -> bar = hi
+        ("42", hi),
+        ("7", lo),  # 7 dropped: 42 x2, 7 x1 (share 0.67)
+        ("42", hi),
+        ("42", hi),  # 42 x4, 7 x1: share 0.8 -> stop
+        *[("7", hi)] * 8,
+    ]
     backend = FakeBackend(Confident(items))
     sc = SelfConsistency(n=16, keep=0.5, online=True, warmup=4, window=2, stop="consensus", threshold=0.8)
     result = asyncio.run(solve(sc, PROBLEM, backend))
@@ -142,14 +149,14 @@ def test_deepconf_online_sets_the_bar_on_warmup_and_stops_on_consensus() -> None
 def test_confidence_kinds_and_top_fraction() -> None:
     lps = [-0.1] * 6 + [-3.0] * 2 + [-0.1] * 4
     c = Completion("x", token_count=12, logprobs=lps)
-    assert select.confidence(c, "mean") == pytest.approx(sum(lps) / 12)
-    assert select.confidence(c, "lowest_group", group=2) == pytest.approx(-3.0)
-    assert select.confidence(c, "lowest_group", group=4) == pytest.approx(-1.55)
-    assert select.confidence(c, "lowest_group", group=64) == pytest.approx(sum(lps) / 12)
-    assert select.confidence(Completion("x", 3), "mean") is None
-    assert select.top_fraction([0.1, None, 0.5, 0.5, -1.0], 0.5) == [2, 3]
-    assert select.top_fraction([0.1, 0.5, 0.5, 0.5], 0.5) == [1, 2]  # equal values: earlier kept
-    assert select.top_fraction([None, None], 0.5) == []
+    assert _select.confidence(c, "mean") == pytest.approx(sum(lps) / 12)
+    assert _select.confidence(c, "lowest_group", group=2) == pytest.approx(-3.0)
+    assert _select.confidence(c, "lowest_group", group=4) == pytest.approx(-1.55)
+    assert _select.confidence(c, "lowest_group", group=64) == pytest.approx(sum(lps) / 12)
+    assert _select.confidence(Completion("x", 3), "mean") is None
+    assert _select.top_fraction([0.1, None, 0.5, 0.5, -1.0], 0.5) == [2, 3]
+    assert _select.top_fraction([0.1, 0.5, 0.5, 0.5], 0.5) == [1, 2]  # equal values: earlier kept
+    assert _select.top_fraction([None, None], 0.5) == []
 
 
 # ---------------------------------------------------------------- early stopping
@@ -169,11 +176,11 @@ def test_beta_rule_matches_the_posterior_and_stops_at_threshold() -> None:
     for a, b in [(1, 0), (4, 0), (5, 1), (6, 1), (9, 4)]:
         density = grid**a * (1 - grid) ** b
         numeric = density[grid > 0.5].sum() / density.sum()
-        assert adaptive.beta_confidence(a, b) == pytest.approx(numeric, abs=1e-4)
+        assert _stop.beta_confidence(a, b) == pytest.approx(numeric, abs=1e-4)
     # leader vs runner-up: (6, 1) is the first count past 0.95 on this sequence -> 7 samples
     backend = FakeBackend.scripted(by_prompt={"6 times 7": replies("42", "42", "7", *["42"] * 20)})
     result = asyncio.run(solve(SelfConsistency(n=32, stop="beta", window=1), PROBLEM, backend))
-    assert adaptive.beta_confidence(5, 1) < 0.95 < adaptive.beta_confidence(6, 1)
+    assert _stop.beta_confidence(5, 1) < 0.95 < _stop.beta_confidence(6, 1)
     assert result.meta["samples"] == 7 and backend.requests == 7 and backend.completions_generated == 7
     assert result.usage.completions == 7 and result.answer == "42"
 
@@ -183,20 +190,20 @@ def test_decided_vote_stops_even_a_strict_rule() -> None:
     backend = FakeBackend.scripted(by_prompt={"6 times 7": replies(*["42"] * 5)})
     result = asyncio.run(solve(SelfConsistency(n=5, stop="beta", threshold=0.999, window=1), PROBLEM, backend))
     assert result.meta["samples"] == 3 and backend.completions_generated == 3
-    tally = adaptive.Tally()
+    tally = _select.Tally()
     for key in ("7", "42", "42"):
         tally.add(key)
-    assert not adaptive.decided(tally, 2) and adaptive.decided(tally, 0)
-    tally = adaptive.Tally()
+    assert not _select.decided(tally, 2) and _select.decided(tally, 0)
+    tally = _select.Tally()
     for key in ("42", "42", "7"):
         tally.add(key)
-    assert adaptive.decided(tally, 1), "a tie would go to 42, seen first"
+    assert _select.decided(tally, 1), "a tie would go to 42, seen first"
 
 
 def test_dirichlet_rule_agrees_with_beta_on_two_buckets() -> None:
     for a in (1, 3, 6):
-        assert adaptive.dirichlet_confidence([a]) == pytest.approx(adaptive.beta_confidence(a, 0), abs=0.025)
-    assert adaptive.dirichlet_confidence([8, 1]) > adaptive.dirichlet_confidence([3, 2])
+        assert _stop.dirichlet_confidence([a]) == pytest.approx(_stop.beta_confidence(a, 0), abs=0.025)
+    assert _stop.dirichlet_confidence([8, 1]) > _stop.dirichlet_confidence([3, 2])
     backend = FakeBackend.scripted(by_prompt={"6 times 7": replies(*["42"] * 32)})
     result = asyncio.run(solve(SelfConsistency(n=32, stop="dirichlet", window=2), PROBLEM, backend))
     assert result.answer == "42" and result.meta["stopped"] is True and result.meta["samples"] < 10
@@ -260,8 +267,13 @@ def hf_backend() -> Any:
 @pytest.mark.hf
 def test_adaptive_weighted_self_consistency_on_hf(hf_backend: Any) -> None:
     data = load_dataset("add1:2")
-    sc = SelfConsistency(n=4, stop="esc", window=2, weight="mean_logprob",
-                         sampling=SamplingParams(temperature=0.8, max_tokens=24))
+    sc = SelfConsistency(
+        n=4,
+        stop="esc",
+        window=2,
+        weight="mean_logprob",
+        proposer={"name": "few_shot", "sampling": SamplingParams(temperature=0.8, max_tokens=24)},
+    )
     report = run(sc, data.problems, hf_backend, task=data.task)
     assert len(report.results) == 2
     for r in report.results:

@@ -10,20 +10,45 @@ from typing import Any
 import pytest
 
 from tts.errors import ConfigError
-from tts.store import RESULT_COLUMNS, Store
+from tts.study.analysis import compute_metrics
+from tts.study.curves import curves
+from tts.study.store import RESULT_COLUMNS, SAMPLE_COLUMNS, SCHEMA_VERSION, Store
 
 
 def row(pid: str, seed: int = 0, correct: int | None = 1, **kw: Any) -> dict[str, Any]:
     base: dict[str, Any] = {c: None for c in RESULT_COLUMNS}
-    base.update(config_id="c1", seed=seed, problem_id=pid, position=int(pid[1:]), answer="4", reference="4",
-                correct=correct, timed_out=0, prompt_tokens=10, completion_tokens=20, calls=1, n_samples=2)
+    base.update(
+        config_id="c1",
+        seed=seed,
+        problem_id=pid,
+        position=int(pid[1:]),
+        answer="4",
+        reference="4",
+        correct=correct,
+        timed_out=0,
+        prompt_tokens=10,
+        completion_tokens=20,
+        calls=1,
+        n_samples=2,
+    )
     base.update(kw)
     return base
 
 
 def sample(pid: str, idx: int, key: str, correct: int) -> dict[str, Any]:
-    return {"config_id": "c1", "seed": 0, "problem_id": pid, "idx": idx, "answer": key, "key": key,
-            "correct": correct, "tokens": 5, "score": None, "logprob": None, "finish_reason": "stop"}
+    return {
+        "config_id": "c1",
+        "seed": 0,
+        "problem_id": pid,
+        "idx": idx,
+        "answer": key,
+        "key": key,
+        "correct": correct,
+        "tokens": 5,
+        "score": None,
+        "logprob": None,
+        "finish_reason": "stop",
+    }
 
 
 def test_results_and_samples_round_trip_and_done_set(tmp_path: Path) -> None:
@@ -36,7 +61,7 @@ def test_results_and_samples_round_trip_and_done_set(tmp_path: Path) -> None:
         assert [r["problem_id"] for r in store.results("c1")] == ["p0", "p1", "p1"]
         assert [(s["idx"], s["key"]) for s in store.samples("c1")] == [(0, "4"), (1, "5"), (0, "3")]
         cfg = store.configs()[0]
-        assert cfg["budget"] == 2 and cfg["sweep"] == {"strategy.sampling.temperature": 0.7}
+        assert cfg["n_value"] == 2 and cfg["sweep"] == {"strategy.sampling.temperature": 0.7}
         # a resumed session may rename a configuration; its id and spec stay
         store.add_config("c1", "renamed", "sc", 3, 2, {}, {"other": 1})
         cfg = store.configs()[0]
@@ -79,3 +104,51 @@ def test_exports(tmp_path: Path) -> None:
 def test_missing_store_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found; run the study first"):
         Store(tmp_path / "none.sqlite", readonly=True)
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE configs (config_id TEXT PRIMARY KEY, label TEXT NOT NULL, pipeline TEXT NOT NULL,
+    position INTEGER NOT NULL, budget TEXT, sweep TEXT NOT NULL, spec TEXT NOT NULL);
+CREATE TABLE results (config_id TEXT NOT NULL, seed INTEGER NOT NULL, problem_id TEXT NOT NULL,
+    position INTEGER NOT NULL, answer TEXT, reference TEXT, correct INTEGER, error TEXT,
+    timed_out INTEGER NOT NULL DEFAULT 0, latency REAL, prompt_tokens INTEGER, cached_prompt_tokens INTEGER,
+    completion_tokens INTEGER, calls INTEGER, completions INTEGER, verifier_calls INTEGER, n_samples INTEGER,
+    agreement REAL, distinct_answers INTEGER, readability REAL, final_text TEXT, finished_at REAL,
+    PRIMARY KEY (config_id, seed, problem_id));
+CREATE TABLE samples (config_id TEXT NOT NULL, seed INTEGER NOT NULL, problem_id TEXT NOT NULL, idx INTEGER NOT NULL,
+    answer TEXT, key TEXT, correct INTEGER, tokens INTEGER, score REAL, logprob REAL, finish_reason TEXT,
+    PRIMARY KEY (config_id, seed, problem_id, idx));
+CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, config_id TEXT NOT NULL, seed INTEGER NOT NULL,
+    started REAL, wall REAL, problems INTEGER, peak_rss_kb INTEGER, kv_cache REAL);
+INSERT INTO meta VALUES ('schema_version', '1');
+INSERT INTO configs VALUES ('c1', 'sc n=2', 'sc', 0, '2', '{}', '{}');
+INSERT INTO results (config_id, seed, problem_id, position, answer, reference, correct, error, timed_out,
+    prompt_tokens, cached_prompt_tokens, completion_tokens, calls, n_samples, distinct_answers)
+    VALUES ('c1', 0, 'p0', 0, '4', '4', 1, NULL, 0, 10, 0, 20, 1, 2, 2),
+           ('c1', 0, 'p1', 1, NULL, '4', 0, 'TimeoutError: late', 1, 10, 0, 0, 1, 0, 0);
+INSERT INTO samples (config_id, seed, problem_id, idx, answer, key, correct, tokens, score, logprob)
+    VALUES ('c1', 0, 'p0', 0, '4', '4', 1, 10, 0.9, NULL), ('c1', 0, 'p0', 1, '5', '5', 0, 10, 0.1, NULL);
+"""
+
+
+def test_a_store_of_schema_version_1_is_read_and_upgraded(tmp_path: Path) -> None:
+    db = tmp_path / "results.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(V1_SCHEMA)
+    con.close()
+    with Store(db, readonly=True) as old:  # read as it is
+        assert old.configs()[0]["n_value"] == 2
+        m = compute_metrics(old)[0]
+        assert (m.n_value, m.failure_rate, m.timeout_rate, m.cost_usd) == (2, 0.0, 0.5, None)
+        assert [c.method for c in curves(old, subsets=5)] == ["majority", "weighted", "best_of_n", "pass@k"]
+    with Store(db) as store:  # opened for writing: upgraded in place, old rows kept
+        store.add_result(row("p2", status="ok", cost=0.5), [{**sample("p2", 0, "4", 1), "passed": 1}])
+        assert store.meta("schema_version") == SCHEMA_VERSION and store.configs()[0]["n_value"] == 2
+        got = {r["problem_id"]: r for r in store.results("c1")}
+        assert set(got) == {"p0", "p1", "p2"} and got["p2"]["cost"] == 0.5 and got["p0"]["status"] is None
+        assert store.samples("c1")[-1]["passed"] == 1
+    con = sqlite3.connect(db)
+    assert {r[1] for r in con.execute("PRAGMA table_info(results)")} >= set(RESULT_COLUMNS)
+    assert {r[1] for r in con.execute("PRAGMA table_info(samples)")} >= set(SAMPLE_COLUMNS)
+    con.close()

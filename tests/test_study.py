@@ -1,5 +1,5 @@
 """Studies on the fake oracle backend: curves that match closed-form expectations, kill -9 and
-resume, dry runs, manifests, exports, comparisons, allocation, budgets and sweeps."""
+resume, dry runs, manifests, exports, comparisons, allocation, n values, sweeps and limits."""
 
 from __future__ import annotations
 
@@ -19,21 +19,22 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tts.analysis import (
+from tts.cli import app
+from tts.errors import ConfigError
+from tts.study import StudyRunner, load_results, load_study
+from tts.study.allocation import compute_optimal_allocation
+from tts.study.analysis import (
     agreement,
     compare_configs,
     compute_metrics,
-    compute_optimal_allocation,
     count_syllables,
-    curves,
     flesch_reading_ease,
     pareto_frontier,
-    subsample_problem,
 )
-from tts.cli import app
-from tts.errors import ConfigError
-from tts.store import RESULT_COLUMNS, SAMPLE_COLUMNS, TIMING_COLUMNS, Store
-from tts.study import StudyRunner, file_hash, load_results, load_study
+from tts.study.curves import curves, subsample_problem
+from tts.study.manifest import file_hash
+from tts.study.store import RESULT_COLUMNS, SAMPLE_COLUMNS, TIMING_COLUMNS, Store
+from tts.types import Candidate, Score
 
 ROOT = Path(__file__).resolve().parents[1]
 P_CORRECT = (0.2, 0.4, 0.6, 0.8)
@@ -46,9 +47,18 @@ def write(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
     return p
 
 
-def oracle_study(tmp_path: Path, *, problems: int = 200, budgets: str = "[32]", seeds: str = "[0]",
-                 extra: str = "", concurrency: int = 64) -> Path:
-    return write(tmp_path, f"""
+def oracle_study(
+    tmp_path: Path,
+    *,
+    problems: int = 200,
+    n_values: str = "[32]",
+    seeds: str = "[0]",
+    extra: str = "",
+    concurrency: int = 64,
+) -> Path:
+    return write(
+        tmp_path,
+        f"""
         name: oracle
         dataset: {{name: add2, limit: {problems}, seed: 0}}
         backend:
@@ -59,13 +69,14 @@ def oracle_study(tmp_path: Path, *, problems: int = 200, budgets: str = "[32]", 
           - label: greedy
             strategy: {{name: greedy}}
           - label: sc
-            strategy: {{name: self_consistency, sampling: {{temperature: 0.7, max_tokens: 256}}}}
-        budgets: {budgets}
+            strategy: {{name: self_consistency, proposer: {{sampling: {{temperature: 0.7, max_tokens: 256}}}}}}
+        n_values: {n_values}
         seeds: {seeds}
         out: {tmp_path / "out"}
         report: false
         {extra}
-        """)
+        """,
+    )
 
 
 # ------------------------------------------------------------------ closed forms
@@ -87,7 +98,7 @@ def majority_exact(p: float, n: int, wrong: int = WRONG) -> float:
                 yield (first, *rest)
 
     for c in range(1, n + 1):
-        pc = math.comb(n, c) * p ** c
+        pc = math.comb(n, c) * p**c
         for ws in compositions(n - c, wrong):
             top = max(ws)
             if top > c:
@@ -134,17 +145,18 @@ def test_oracle_study_reproduces_known_curves(tmp_path: Path) -> None:
 
 
 def test_subsampling_matches_exact_enumeration() -> None:
-    # samples: answer 1 (wrong), then answer 0 twice (right)
-    keys, key_correct = [1, 0, 0], [True, False]
+    # samples: answer 5 (wrong), then answer 4 twice (right); scores 0.1, 0.9, 0.2
+    cands = [Candidate(text="", answer=k, key=k, scores=[Score(w)]) for k, w in (("5", 0.1), ("4", 0.9), ("4", 0.2))]
+    key_correct = [False, True]  # answer codes in order of first appearance: 5, 4
     rng = np.random.default_rng(0)
-    out = subsample_problem(keys, key_correct, [0.1, 0.9, 0.2], 3, 4000, rng)
+    out = subsample_problem(cands, key_correct, 3, 4000, rng)
     # n=1: 2/3 right; n=2: {0,1} and {0,2} tie -> earliest (sample 0, wrong); {1,2} right -> 1/3
     assert out["majority"][0] == pytest.approx(2 / 3, abs=0.03)
     assert out["majority"][1] == pytest.approx(1 / 3, abs=0.03)
     assert out["majority"][2] == 1.0
-    # best-of-n keeps the highest weight: sample 1 (right) whenever it is in the subset
+    # best-of-n keeps the highest score: sample 1 (right) whenever it is in the subset
     assert out["best_of_n"][0] == pytest.approx(2 / 3, abs=0.03)
-    assert out["best_of_n"][1] == 1.0  # every pair holds a right sample that outweighs the wrong one
+    assert out["best_of_n"][1] == 1.0  # every pair holds a right sample that outscores the wrong one
     assert out["best_of_n"][2] == 1.0
     # weighted: right key weighs 0.9+0.2 against 0.1
     assert out["weighted"][2] == 1.0
@@ -153,14 +165,18 @@ def test_subsampling_matches_exact_enumeration() -> None:
 def test_readability_agreement_and_pareto() -> None:
     assert [count_syllables(w) for w in ("cat", "table", "answer", "beautiful", "the", "42")] == [1, 2, 2, 3, 1, 1]
     easy = flesch_reading_ease("The cat sat. The dog ran.")
-    hard = flesch_reading_ease("Consequently, the multiplicative decomposition necessitates considerable "
-                               "computational sophistication.")
+    hard = flesch_reading_ease(
+        "Consequently, the multiplicative decomposition necessitates considerable computational sophistication."
+    )
     assert easy is not None and hard is not None and easy > 90 > 0 > hard
     assert flesch_reading_ease("") is None
     assert agreement(["a", "a", "b", None]) == (0.5, 2)
     assert agreement(["a"]) == (None, 1)
-    assert pareto_frontier([(10, 0.5, "a"), (20, 0.4, "b"), (30, 0.7, "c"), (5, 0.2, "d")]) == \
-        [(5, 0.2, "d"), (10, 0.5, "a"), (30, 0.7, "c")]
+    assert pareto_frontier([(10, 0.5, "a"), (20, 0.4, "b"), (30, 0.7, "c"), (5, 0.2, "d")]) == [
+        (5, 0.2, "d"),
+        (10, 0.5, "a"),
+        (30, 0.7, "c"),
+    ]
 
 
 # ------------------------------------------------------------------ kill -9 and resume
@@ -170,8 +186,9 @@ def _table(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     keep = [c for c in RESULT_COLUMNS if c not in TIMING_COLUMNS]
     con = sqlite3.connect(db)
     results = con.execute(f"SELECT {', '.join(keep)} FROM results ORDER BY config_id, seed, problem_id").fetchall()
-    samples = con.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples "
-                          "ORDER BY config_id, seed, problem_id, idx").fetchall()
+    samples = con.execute(
+        f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples ORDER BY config_id, seed, problem_id, idx"
+    ).fetchall()
     con.close()
     return results, samples
 
@@ -196,12 +213,20 @@ def test_killed_study_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> N
 
     def study(folder: Path) -> tuple[Path, Path]:
         folder.mkdir()
-        path = oracle_study(folder, problems=problems, budgets="[8]", concurrency=4)
+        path = oracle_study(folder, problems=problems, n_values="[8]", concurrency=4)
         return path, folder / "out" / "results.sqlite"
 
+    def run_cli(path: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tts", "study", str(path), "--no-report"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
     killed_yaml, killed_db = study(tmp_path / "killed")
-    proc = subprocess.Popen([sys.executable, "-m", "tts", "study", str(killed_yaml), "--no-report"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tts", "study", str(killed_yaml), "--no-report"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 120
     while _count(killed_db) < total // 5 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -210,14 +235,12 @@ def test_killed_study_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> N
     at_kill = _count(killed_db)
     assert 0 < at_kill < total, f"kill came too late or too early: {at_kill} of {total} stored"
 
-    resumed = subprocess.run([sys.executable, "-m", "tts", "study", str(killed_yaml), "--no-report"], env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = run_cli(killed_yaml)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"ran {total - at_kill} problems, {at_kill} already stored" in resumed.stdout
 
     clean_yaml, clean_db = study(tmp_path / "clean")
-    clean = subprocess.run([sys.executable, "-m", "tts", "study", str(clean_yaml), "--no-report"], env=env,
-                           capture_output=True, text=True, timeout=300)
+    clean = run_cli(clean_yaml)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     a, b = _table(killed_db), _table(clean_db)
     assert len(a[0]) == total and len(a[1]) == problems * (1 + 8)
@@ -227,8 +250,8 @@ def test_killed_study_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> N
 def test_results_do_not_depend_on_order_or_concurrency(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    sa = load_study(oracle_study(tmp_path / "a", problems=20, budgets="[4]", concurrency=20))
-    sb = load_study(oracle_study(tmp_path / "b", problems=20, budgets="[4]", concurrency=1))
+    sa = load_study(oracle_study(tmp_path / "a", problems=20, n_values="[4]", concurrency=20))
+    sb = load_study(oracle_study(tmp_path / "b", problems=20, n_values="[4]", concurrency=1))
     sb.configs.reverse()
     StudyRunner(sa).run()
     StudyRunner(sb).run()
@@ -239,7 +262,7 @@ def test_results_do_not_depend_on_order_or_concurrency(tmp_path: Path) -> None:
 
 
 def test_dry_run_counts_generations_and_runs_nothing(tmp_path: Path) -> None:
-    path = oracle_study(tmp_path, problems=10, budgets="[4, 16]", seeds="[0, 1]")
+    path = oracle_study(tmp_path, problems=10, n_values="[4, 16]", seeds="[0, 1]")
     result = CliRunner().invoke(app, ["study", str(path), "--dry-run"])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -253,7 +276,7 @@ def test_dry_run_counts_generations_and_runs_nothing(tmp_path: Path) -> None:
 
 
 def test_manifest_csv_and_dataframe(tmp_path: Path) -> None:
-    study = load_study(oracle_study(tmp_path, problems=12, budgets="[4]", seeds="[3, 4]"))
+    study = load_study(oracle_study(tmp_path, problems=12, n_values="[4]", seeds="[3, 4]"))
     outcome = StudyRunner(study).run()
     manifest = json.loads((outcome.out / "manifest.json").read_text())
     assert manifest["seeds"] == [3, 4] and manifest["seeded_requests"] is True
@@ -262,7 +285,8 @@ def test_manifest_csv_and_dataframe(tmp_path: Path) -> None:
     cfgs = {c["label"]: c for c in manifest["configs"]}
     assert set(cfgs) == {"greedy", "sc n=4"}
     full = cfgs["sc n=4"]["config"]["strategy"]
-    assert full["n"] == 4 and full["sampling"]["temperature"] == 0.7 and full["prompt"] == "cot"
+    assert full["n"] == 4 and full["proposer"]["sampling"]["temperature"] == 0.7
+    assert full["proposer"]["name"] == "few_shot" and full["proposer"]["prompt"] == "cot"
     csv_lines = (outcome.out / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 2 * 12 * 2 and csv_lines[0].startswith("label,config_id,seed,problem_id")
     assert (outcome.out / "summary.csv").read_text().count("\n") == 3
@@ -288,7 +312,9 @@ def test_file_hash_is_stable_and_content_sensitive(tmp_path: Path) -> None:
 
 
 def test_comparison_flags_a_significant_drop(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: quant-like
         dataset: {{name: add2, limit: 120}}
         strategy: {{name: greedy}}
@@ -301,7 +327,8 @@ def test_comparison_flags_a_significant_drop(tmp_path: Path) -> None:
             backend: {{name: fake, oracle: {{p_correct: 0.5}}}}
         comparisons: [{{a: full, b: degraded}}, {{a: full, b: same}}]
         out: {tmp_path / "out"}
-        """)
+        """,
+    )
     study = load_study(path)
     StudyRunner(study).run()
     with Store(study.store_path, readonly=True) as store:
@@ -316,8 +343,7 @@ def test_comparison_flags_a_significant_drop(tmp_path: Path) -> None:
 
 def test_allocation_spends_more_samples_on_hard_problems(tmp_path: Path) -> None:
     # half the problems are easy (p=0.95), half hard (p=0.45 against four wrong answers)
-    path = oracle_study(tmp_path, problems=240, budgets="[16]",
-                        extra="allocation: {pilot_samples: 4, bins: 2}")
+    path = oracle_study(tmp_path, problems=240, n_values="[16]", extra="allocation: {pilot_samples: 4, bins: 2}")
     text = path.read_text().replace(str(list(P_CORRECT)), "[0.95, 0.45]")
     path.write_text(text)
     study = load_study(path)
@@ -337,31 +363,37 @@ def test_allocation_spends_more_samples_on_hard_problems(tmp_path: Path) -> None
     assert max(r.gain for r in alloc.rows) > 0
 
 
-def test_budgets_apply_where_the_strategy_has_them_and_sweeps_cross(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+def test_n_values_apply_where_the_strategy_has_them_and_sweeps_cross(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
         dataset: {name: add2, limit: 5}
         backend: {name: fake}
         pipelines:
           - {label: greedy, strategy: {name: greedy}, sweep: {}}
           - {label: sc, strategy: {name: self_consistency}}
-        budgets: [2, 4]
-        sweep: {strategy.sampling.temperature: [0.5, 1.0]}
-        """)
+        n_values: [2, 4]
+        sweep: {strategy.proposer.sampling.temperature: [0.5, 1.0]}
+        """,
+    )
     study = load_study(path)
     labels = [c.label for c in study.configs]
     assert labels == ["greedy", "sc n=2 T=0.5", "sc n=2 T=1.0", "sc n=4 T=0.5", "sc n=4 T=1.0"]
-    assert study.configs[4].spec.strategy.options()["sampling"]["temperature"] == 1.0
+    assert study.configs[4].spec.strategy.options()["proposer"]["sampling"]["temperature"] == 1.0
     assert study.configs[4].resolved["strategy"]["n"] == 4
     assert len({c.id for c in study.configs}) == 5
     # greedy cannot sample at temperature 0.5: without opting out, the error names the field
     path.write_text(path.read_text().replace(", sweep: {}", ""))
-    with pytest.raises(ConfigError, match=r"temperature must be 0 for greedy, got 0\.5"):
-        load_study(path)
+    with pytest.raises(ConfigError, match=r"proposer\.sampling\.temperature must be 0 for greedy, got 0\.5"):
+        StudyRunner(load_study(path, out=tmp_path / "out")).run()
+    # a key no strategy has (here the option path of an earlier version) is refused, not skipped
+    old = write(tmp_path, path.read_text().replace("strategy.proposer.sampling", "strategy.sampling"), "old.yaml")
+    with pytest.raises(ConfigError, match=r"old\.yaml:7: strategy\.sampling\.temperature applies to no pipeline"):
+        load_study(old)
 
 
 def test_total_token_budget_stops_new_problems(tmp_path: Path) -> None:
-    path = oracle_study(tmp_path, problems=30, budgets="[4]", concurrency=1,
-                        extra="budget: {total_tokens: 500}")
+    path = oracle_study(tmp_path, problems=30, n_values="[4]", concurrency=1, extra="budget: {total_tokens: 500}")
     study = load_study(path)
     StudyRunner(study).run()
     with Store(study.store_path, readonly=True) as store:
@@ -389,14 +421,17 @@ def test_study_errors_name_file_and_line(tmp_path: Path) -> None:
 
 
 def test_pipelines_on_one_backend_keep_their_own_datasets(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         backend: {{name: fake}}
         pipelines:
           - {{label: a, dataset: {{name: larger, limit: 2}}, strategy: {{name: greedy}}}}
           - {{label: b, dataset: {{name: add1, limit: 3}}, strategy: {{name: greedy}}}}
         out: {tmp_path / "out"}
         report: false
-        """)
+        """,
+    )
     study = load_study(path)
     StudyRunner(study).run()
     with Store(study.store_path, readonly=True) as store:
@@ -443,8 +478,13 @@ def test_quantize_keeps_sensitive_layers_in_mixed_mode() -> None:
     mixed, full = Holder(), Holder()
     reference = mixed.model.float()(x)
     info = quantize_backend(mixed, "int8_mixed")
-    assert info["quantized"] == 4 and info["kept"] == ["lm_head", "model.layers.0.down", "model.layers.0.up",
-                                                       "model.layers.3.down", "model.layers.3.up"]
+    assert info["quantized"] == 4 and info["kept"] == [
+        "lm_head",
+        "model.layers.0.down",
+        "model.layers.0.up",
+        "model.layers.3.down",
+        "model.layers.3.up",
+    ]
     assert type(mixed.model.lm_head) is nn.Linear and type(mixed.model.model.layers[1].up) is not nn.Linear
     assert mixed.quantization == info  # type: ignore[attr-defined]
     assert quantize_backend(full, "int8")["quantized"] == 9
@@ -456,17 +496,19 @@ def test_quantize_keeps_sensitive_layers_in_mixed_mode() -> None:
     with pytest.raises(ConfigError, match="loaded torch model"):
         quantize_backend(object())
     with pytest.raises(ConfigError, match=r"backend\.quantize applies to the hf backend only"):
-        from tts.pipeline import parse_pipeline
+        from tts.config import parse_pipeline
 
         parse_pipeline({"backend": {"name": "fake", "quantize": "int8"}})
 
 
 @pytest.mark.hf
 def test_quantization_check_on_the_embedded_model(tmp_path: Path) -> None:
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
         name: quantization
         dataset: {{name: larger, limit: 4, seed: 1234}}
-        strategy: {{name: greedy, prompt: direct, sampling: {{temperature: 0, max_tokens: 8}}}}
+        strategy: {{name: greedy, proposer: {{prompt: direct, sampling: {{temperature: 0, max_tokens: 8}}}}}}
         pipelines:
           - {{label: fp32, backend: {{name: hf, dtype: float32, threads: 1}}}}
           - {{label: int8-mixed, backend: {{name: hf, dtype: float32, threads: 1, quantize: int8_mixed}}}}
@@ -474,7 +516,8 @@ def test_quantization_check_on_the_embedded_model(tmp_path: Path) -> None:
         allocation: null
         out: {tmp_path / "out"}
         report: false
-        """)
+        """,
+    )
     study = load_study(path)
     outcome = StudyRunner(study).run()
     assert outcome.ran == 8

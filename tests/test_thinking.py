@@ -26,16 +26,14 @@ def words(text: str) -> int:
 
 
 def test_split_thinking_forms() -> None:
-    assert split_thinking("<think>6*7=42, not 41</think>\nThe answer is 42.") == (
-        "6*7=42, not 41", "The answer is 42.")
+    assert split_thinking("<think>6*7=42, not 41</think>\nThe answer is 42.") == ("6*7=42, not 41", "The answer is 42.")
     # the chat template opened the section: only the closing tag is in the text
     assert split_thinking("6*7 is 42\n</think> The answer is 42.") == ("6*7 is 42", "The answer is 42.")
     # cut inside the section: all reasoning, no answer
     assert split_thinking("<think>6*7 is 4") == ("6*7 is 4", "")
     assert split_thinking("The answer is 42.") == (None, "The answer is 42.")
     # a server's separate reasoning content wins over the text
-    assert split_thinking("The answer is 42.", "server reasoning") == (
-        "server reasoning", "The answer is 42.")
+    assert split_thinking("The answer is 42.", "server reasoning") == ("server reasoning", "The answer is 42.")
 
 
 def test_answers_come_from_the_answer_part_only() -> None:
@@ -58,7 +56,9 @@ def test_without_a_budget_one_call_is_split() -> None:
 def test_budget_cuts_reasoning_and_forces_the_answer() -> None:
     reasoning = "first I multiply six by seven which gives forty two so"  # 11 words, budget 6
     backend = FakeBackend.scripted(queue=[reasoning, " 42."])
-    strategy = Thinking(max_think=6, sampling=SamplingParams(temperature=0, max_tokens=20))
+    strategy = Thinking(
+        proposer={"name": "thinking", "max_think": 6, "sampling": SamplingParams(temperature=0, max_tokens=20)}
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     assert result.answer == "42" and result.correct is True
     cand = result.candidates[0]
@@ -79,7 +79,14 @@ def test_budget_cuts_reasoning_and_forces_the_answer() -> None:
 def test_reasoning_that_ends_early_is_extended_with_wait() -> None:
     segments = ["Six sevens are 42.", "Check: 7+7+7+7+7+7 = 42 indeed.", "42 again."]
     backend = FakeBackend.scripted(by_prompt={"</think>": "42."}, queue=segments)
-    strategy = Thinking(min_think=8, max_waits=3, sampling=SamplingParams(temperature=0, max_tokens=50))
+    strategy = Thinking(
+        proposer={
+            "name": "thinking",
+            "min_think": 8,
+            "max_waits": 3,
+            "sampling": SamplingParams(temperature=0, max_tokens=50),
+        }
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     cand = result.candidates[0]
     assert result.answer == "42"
@@ -90,15 +97,23 @@ def test_reasoning_that_ends_early_is_extended_with_wait() -> None:
     assert len(requests) == 3 and backend.requests == 3
     assert requests[1] is not None and requests[1].assistant_prefix == "<think>\nSix sevens are 42.\nWait"
     assert requests[2] is not None and requests[2].assistant_prefix.endswith(
-        "Wait" + segments[1] + "\n</think>\nThe answer is")
+        "Wait" + segments[1] + "\n</think>\nThe answer is"
+    )
     assert result.usage.completion_tokens == words(segments[0]) + words(segments[1]) + 1
     assert backend.model.queue == segments[2:]  # type: ignore[attr-defined]
 
 
 def test_wait_extensions_stop_after_k_and_the_budget_still_caps() -> None:
     backend = FakeBackend.scripted(queue=["Hmm.", "Hmm.", "Hmm.", "Hmm.", "42."])
-    strategy = Thinking(min_think=100, max_think=200, max_waits=2,
-                        sampling=SamplingParams(temperature=0, max_tokens=50))
+    strategy = Thinking(
+        proposer={
+            "name": "thinking",
+            "min_think": 100,
+            "max_think": 200,
+            "max_waits": 2,
+            "sampling": SamplingParams(temperature=0, max_tokens=50),
+        }
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     cand = result.candidates[0]
     assert cand.meta["waits"] == 2 and cand.meta["budget_cut"] is False
@@ -108,8 +123,15 @@ def test_wait_extensions_stop_after_k_and_the_budget_still_caps() -> None:
 
     # a budget reached during an extension cuts it and forces the answer
     backend = FakeBackend.scripted(queue=["Hmm.", "a b c d e f g h", "42."])
-    strategy = Thinking(min_think=5, max_think=5, max_waits=3,
-                        sampling=SamplingParams(temperature=0, max_tokens=9))
+    strategy = Thinking(
+        proposer={
+            "name": "thinking",
+            "min_think": 5,
+            "max_think": 5,
+            "max_waits": 3,
+            "sampling": SamplingParams(temperature=0, max_tokens=9),
+        }
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     cand = result.candidates[0]
     assert cand.meta["budget_cut"] is True and cand.meta["waits"] == 1 and cand.meta["reasoning_tokens"] == 5
@@ -118,7 +140,9 @@ def test_wait_extensions_stop_after_k_and_the_budget_still_caps() -> None:
 
 def test_n_chains_run_concurrently_and_vote() -> None:
     backend = FakeBackend.scripted(by_prompt={"</think>": [" 42.", " 41.", " 42."]}, default="a b c d e f")
-    strategy = Thinking(n=3, max_think=4, sampling=SamplingParams(temperature=0.7, max_tokens=8))
+    strategy = Thinking(
+        n=3, proposer={"name": "thinking", "max_think": 4, "sampling": SamplingParams(temperature=0.7, max_tokens=8)}
+    )
     result = asyncio.run(solve(strategy, PROBLEM, backend))
     assert result.answer == "42" and result.meta["votes"] == {"42": 2, "41": 1}
     assert result.usage.completion_tokens == 3 * 4 + 3
@@ -129,7 +153,7 @@ def test_n_chains_run_concurrently_and_vote() -> None:
 def test_options_and_registry() -> None:
     assert REGISTRY.get("strategy", "thinking") is Thinking
     with pytest.raises(ValueError, match="min_think must be <= max_think"):
-        Thinking(min_think=10, max_think=5)
+        Thinking(proposer={"name": "thinking", "min_think": 10, "max_think": 5})
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +165,9 @@ def hf_backend():
 
 @pytest.mark.hf
 def test_budget_forcing_on_the_real_backend(hf_backend) -> None:
-    strategy = Thinking(max_think=8, sampling=SamplingParams(temperature=0, max_tokens=12))
+    strategy = Thinking(
+        proposer={"name": "thinking", "max_think": 8, "sampling": SamplingParams(temperature=0, max_tokens=12)}
+    )
     result = asyncio.run(solve(strategy, Problem("add", "What is 2 + 3?", "5"), hf_backend))
     assert result.error is None
     events = result.trace.to_dict()["events"]

@@ -12,21 +12,26 @@ from tts.strategies.universal_self_consistency import UniversalSelfConsistency, 
 
 TEXT_TASK = Task(name="summary", instruction="Answer in one sentence.", answer_format="text")
 PROBLEM = Problem("why", "Why is the sky blue?")
-RESPONSES = ["Because of dust in the air.",
-             "Rayleigh scattering: short blue wavelengths scatter most.",
-             "Blue light is scattered more by air molecules (Rayleigh scattering)."]
+RESPONSES = [
+    "Because of dust in the air.",
+    "Rayleigh scattering: short blue wavelengths scatter most.",
+    "Blue light is scattered more by air molecules (Rayleigh scattering).",
+]
 
 
-@pytest.mark.parametrize(("reply", "n", "expected"), [
-    ("The most consistent response is Response 3.", 3, 2),
-    ("The most consistent response is response #2 because ...", 3, 1),
-    ("After comparing Response 1 with the others, the most consistent is 2.", 3, 1),
-    ("Response 2 agrees with Response 3.", 3, 1),
-    ("  3. ", 3, 2),
-    ("The most consistent response is Response 7; otherwise Response 1.", 3, 0),
-    ("Response 0", 3, None),
-    ("They all differ.", 3, None),
-])
+@pytest.mark.parametrize(
+    ("reply", "n", "expected"),
+    [
+        ("The most consistent response is Response 3.", 3, 2),
+        ("The most consistent response is response #2 because ...", 3, 1),
+        ("After comparing Response 1 with the others, the most consistent is 2.", 3, 1),
+        ("Response 2 agrees with Response 3.", 3, 1),
+        ("  3. ", 3, 2),
+        ("The most consistent response is Response 7; otherwise Response 1.", 3, 0),
+        ("Response 0", 3, None),
+        ("They all differ.", 3, None),
+    ],
+)
 def test_parse_selection(reply: str, n: int, expected: int | None) -> None:
     assert parse_selection(reply, n) == expected
 
@@ -39,7 +44,7 @@ def backend_for(selection: str) -> FakeBackend:
 def test_the_selected_response_wins_after_one_extra_call() -> None:
     backend = backend_for("The most consistent response is Response 3.")
     result = asyncio.run(solve(UniversalSelfConsistency(n=3), PROBLEM, backend, task=TEXT_TASK))
-    assert result.winner == 2 and result.answer == RESPONSES[2].rstrip(".")
+    assert result.winner == 2 and result.answer == TEXT_TASK.extract(RESPONSES[2])
     assert result.meta["parse_failed"] is False
     assert backend.requests == 2 and backend.completions_generated == 4
     sample, select = (e.request for e in result.trace.events)
@@ -55,7 +60,7 @@ def test_the_selected_response_wins_after_one_extra_call() -> None:
 def test_an_unparsable_selection_falls_back_to_the_first_response() -> None:
     backend = backend_for("All of them are fine.")
     result = asyncio.run(solve(UniversalSelfConsistency(n=3), PROBLEM, backend, task=TEXT_TASK))
-    assert result.winner == 0 and result.answer == RESPONSES[0].rstrip(".")
+    assert result.winner == 0 and result.answer == TEXT_TASK.extract(RESPONSES[0])
     assert result.meta["parse_failed"] is True and result.meta["selection"] == "All of them are fine."
 
 
@@ -65,8 +70,7 @@ def test_one_response_needs_no_selection_and_long_responses_are_cut() -> None:
     assert result.winner == 0 and backend.requests == 1
 
     long = "word " * 100
-    backend = FakeBackend.scripted(by_prompt={"most consistent response": "Response 2",
-                                              "sky blue": [long, "Short."]})
+    backend = FakeBackend.scripted(by_prompt={"most consistent response": "Response 2", "sky blue": [long, "Short."]})
     result = asyncio.run(solve(UniversalSelfConsistency(n=2, max_chars=20), PROBLEM, backend, task=TEXT_TASK))
     select = result.trace.events[1].request
     assert select is not None
@@ -77,7 +81,7 @@ def test_one_response_needs_no_selection_and_long_responses_are_cut() -> None:
 def test_options_and_registry() -> None:
     assert REGISTRY.get("strategy", "universal_self_consistency") is UniversalSelfConsistency
     with pytest.raises(ValueError, match=r"sampling\.temperature must be > 0"):
-        UniversalSelfConsistency(n=4, sampling=SamplingParams(temperature=0))
+        UniversalSelfConsistency(n=4, proposer={"name": "few_shot", "sampling": SamplingParams(temperature=0)})
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +93,14 @@ def hf_backend():
 
 @pytest.mark.hf
 def test_usc_on_the_real_backend(hf_backend) -> None:
-    strategy = UniversalSelfConsistency(n=2, sampling=SamplingParams(temperature=0.8, max_tokens=16),
-                                        select_sampling=SamplingParams(temperature=0, max_tokens=16))
-    result = asyncio.run(solve(strategy, Problem("capital", "What is the capital of France?", "Paris"),
-                               hf_backend, task=TEXT_TASK))
+    strategy = UniversalSelfConsistency(
+        n=2,
+        proposer={"name": "few_shot", "sampling": SamplingParams(temperature=0.8, max_tokens=16)},
+        select_sampling=SamplingParams(temperature=0, max_tokens=16),
+    )
+    result = asyncio.run(
+        solve(strategy, Problem("capital", "What is the capital of France?", "Paris"), hf_backend, task=TEXT_TASK)
+    )
     assert result.error is None and result.winner in (0, 1) and len(result.candidates) == 2
     events = result.trace.to_dict()["events"]
     assert len(events) == 2

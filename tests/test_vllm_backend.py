@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tts.backends.vllm import _ENGINE_FIELDS, VLLMBackend, VLLMOptions
+from tts.backends._vllm_options import ENGINE_FIELDS
+from tts.backends.vllm import VLLMBackend, VLLMOptions
 from tts.errors import Cancelled, ConfigError, UnsupportedControl
 from tts.runner import arun
 from tts.sampling import Constraint, SamplingParams
@@ -59,24 +60,39 @@ class FakeLLM:
 def _non_default_values() -> dict[str, Any]:
     """A value different from the default for every engine option."""
     special: dict[str, Any] = {
-        "tokenizer": "tok/dir", "dtype": "float16", "seed": 1234, "tensor_parallel_size": 4,
-        "pipeline_parallel_size": 2, "distributed_executor_backend": "ray", "quantization": "awq",
-        "kv_cache_dtype": "fp8", "speculative_config": {"method": "ngram", "num_speculative_tokens": 3},
-        "max_num_seqs": 7, "max_num_batched_tokens": 4096, "gpu_memory_utilization": 0.5,
-        "kv_cache_memory_bytes": 123456789, "max_model_len": 2048, "enforce_eager": True,
-        "enable_prefix_caching": False, "block_size": 64, "disable_sliding_window": True,
+        "tokenizer": "tok/dir",
+        "dtype": "float16",
+        "seed": 1234,
+        "tensor_parallel_size": 4,
+        "pipeline_parallel_size": 2,
+        "distributed_executor_backend": "ray",
+        "quantization": "awq",
+        "kv_cache_dtype": "fp8",
+        "speculative_config": {"method": "ngram", "num_speculative_tokens": 3},
+        "max_num_seqs": 7,
+        "max_num_batched_tokens": 4096,
+        "gpu_memory_utilization": 0.5,
+        "kv_cache_memory_bytes": 123456789,
+        "max_model_len": 2048,
+        "enforce_eager": True,
+        "enable_prefix_caching": False,
+        "block_size": 64,
+        "disable_sliding_window": True,
         "kv_transfer_config": {"kv_connector": "NixlConnector", "kv_role": "kv_both"},
-        "scheduling_policy": "fcfs", "trust_remote_code": True, "max_logprobs": 5,
+        "scheduling_policy": "fcfs",
+        "trust_remote_code": True,
+        "max_logprobs": 5,
     }
-    assert set(special) == set(_ENGINE_FIELDS), "give every engine option a test value"
+    assert set(special) == set(ENGINE_FIELDS), "give every engine option a test value"
     return special
 
 
 @pytest.mark.parametrize("mode", ["offline", "async"])
 def test_every_engine_option_reaches_the_constructor(mode: str) -> None:
     values = _non_default_values()
-    backend = VLLMBackend(model="org/model", mode=mode, engine_factory=FakeLLM,
-                          engine_kwargs={"swap_space": 2}, **values)
+    backend = VLLMBackend(
+        model="org/model", mode=mode, engine_factory=FakeLLM, engine_kwargs={"swap_space": 2}, **values
+    )
     try:
         got = FakeLLM.last
         assert got["model"] == "org/model" and got["swap_space"] == 2
@@ -105,7 +121,7 @@ def test_every_option_is_documented_and_a_real_engine_arg() -> None:
 
     for cls in (EngineArgs, AsyncEngineArgs):
         names = {f.name for f in dataclasses.fields(cls)}
-        assert set(_ENGINE_FIELDS) <= names, set(_ENGINE_FIELDS) - names
+        assert set(ENGINE_FIELDS) <= names, set(ENGINE_FIELDS) - names
 
 
 def test_unknown_option_is_one_line_listing_valid_ones() -> None:
@@ -113,8 +129,14 @@ def test_unknown_option_is_one_line_listing_valid_ones() -> None:
         VLLMBackend(model="m", tensor_parallel=2, engine_factory=FakeLLM)
     msg = str(info.value)
     assert "\n" not in msg
-    assert "unknown option 'tensor_parallel' (did you mean 'tensor_parallel_size'?)" in msg
-    assert "valid options: model, mode, " in msg and "gpu_memory_utilization" in msg
+    assert msg.startswith("vllm backend: tensor_parallel is not a known field; did you mean 'tensor_parallel_size'?")
+    assert msg.endswith("Other vllm.EngineArgs fields go in engine_kwargs={...}.")
+    with pytest.raises(ConfigError, match=r"^vllm backend: max_num_seqs must be an integer, got '8'\.$"):
+        VLLMBackend(model="m", max_num_seqs="8", engine_factory=FakeLLM)
+    with pytest.raises(ConfigError, match="gpu_memory_utilization must be a finite number"):
+        VLLMBackend(model="m", gpu_memory_utilization=float("nan"), engine_factory=FakeLLM)
+    with pytest.raises(ConfigError, match="keyword options, not both"):
+        VLLMBackend(VLLMOptions(model="m"), mode="async", engine_factory=FakeLLM)
     with pytest.raises(ConfigError, match="engine_kwargs repeats seed"):
         VLLMBackend(model="m", engine_factory=FakeLLM, engine_kwargs={"seed": 3})
     with pytest.raises(ConfigError, match="mode must be 'offline' or 'async'"):
@@ -127,6 +149,7 @@ def test_module_import_does_not_import_vllm() -> None:
 
 
 # ---------------------------------------------------------------------------------------- real engine
+
 
 def _problems(k: int = 4) -> list[Problem]:
     return [Problem(id=f"p{i}", question=f"What is {i} + {i + 1}?", reference=str(2 * i + 1)) for i in range(k)]
@@ -158,7 +181,8 @@ def online() -> Iterator[VLLMBackend]:
 
 
 async def _self_consistency(backend: VLLMBackend) -> None:
-    strategy = SelfConsistency(n=4, sampling=SamplingParams(temperature=0.8, max_tokens=24))
+    sampling = SamplingParams(temperature=0.8, max_tokens=24)
+    strategy = SelfConsistency(n=4, proposer={"name": "few_shot", "sampling": sampling})
     report = await arun(strategy, _problems(), backend)
     assert len(report.results) == 4
     for result in report.results:
@@ -171,19 +195,37 @@ async def _self_consistency(backend: VLLMBackend) -> None:
         assert event.completions[0].prompt_text.startswith("<|im_start|>")  # SmolLM2's chat template
         assert result.usage.calls == 1 and result.usage.completions == 4
         assert result.usage.prompt_tokens == event.completions[0].prompt_tokens > 0
-        assert result.usage.completion_tokens == sum(c.completion.token_count for c in result.candidates
-                                                     if c.completion is not None)
+        assert result.usage.completion_tokens == sum(
+            c.completion.token_count for c in result.candidates if c.completion is not None
+        )
 
 
 async def _constraints_and_logprobs(backend: VLLMBackend) -> None:
     choice, number, obj = await asyncio.gather(
-        backend.submit(Request.chat("Is the sky blue? Answer yes or no.", SamplingParams(
-            temperature=0, max_tokens=4, constraint=Constraint.choice(["yes", "no"])))),
-        backend.submit(Request.chat("What is 12 + 30?", SamplingParams(
-            temperature=0, max_tokens=8, constraint=Constraint.regex(r"[0-9]{1,3}"), logprobs=2))),
-        backend.submit(Request.chat("Give a JSON object with an integer field a.", SamplingParams(
-            temperature=0, max_tokens=24, constraint=Constraint.json(
-                {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]})))),
+        backend.submit(
+            Request.chat(
+                "Is the sky blue? Answer yes or no.",
+                SamplingParams(temperature=0, max_tokens=4, constraint=Constraint.choice(["yes", "no"])),
+            )
+        ),
+        backend.submit(
+            Request.chat(
+                "What is 12 + 30?",
+                SamplingParams(temperature=0, max_tokens=8, constraint=Constraint.regex(r"[0-9]{1,3}"), logprobs=2),
+            )
+        ),
+        backend.submit(
+            Request.chat(
+                "Give a JSON object with an integer field a.",
+                SamplingParams(
+                    temperature=0,
+                    max_tokens=24,
+                    constraint=Constraint.json(
+                        {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+                    ),
+                ),
+            )
+        ),
     )
     assert choice[0].text in ("yes", "no")
     c = number[0]
@@ -238,15 +280,26 @@ class TestOffline:
         ask = "What is 2+3? Reply with the number."
         plain, banned = await asyncio.gather(
             offline.submit(Request.chat(ask, greedy)),
-            offline.submit(Request.chat(ask, greedy.replace(banned_words=("5",), repetition_penalty=1.2,
-                                                            presence_penalty=0.5, frequency_penalty=0.5,
-                                                            min_p=0.05))))
+            offline.submit(
+                Request.chat(
+                    ask,
+                    greedy.replace(
+                        banned_words=("5",),
+                        repetition_penalty=1.2,
+                        presence_penalty=0.5,
+                        frequency_penalty=0.5,
+                        min_p=0.05,
+                    ),
+                )
+            ),
+        )
         assert "5" in plain[0].text
         assert "5" not in banned[0].text and banned[0].token_count > 0
 
     async def test_chat_prefix_and_seed_on_cpu(self, offline: VLLMBackend) -> None:
-        out = await offline.submit(Request.chat("What is 2+3?", SamplingParams(temperature=0, max_tokens=8),
-                                                assistant_prefix="The answer is"))
+        out = await offline.submit(
+            Request.chat("What is 2+3?", SamplingParams(temperature=0, max_tokens=8), assistant_prefix="The answer is")
+        )
         assert out[0].prompt_text is not None and out[0].prompt_text.endswith("<|im_start|>assistant\nThe answer is")
         # a seeded request whose long prompt is prefilled in chunks: crashes vLLM's CPU worker unless
         # the backend drops the per-request seed there
@@ -288,8 +341,11 @@ class TestAsync:
         low = SamplingParams(max_tokens=48, ignore_eos=True)
         tasks = [asyncio.create_task(run(f"low{i}", Request(f"Story {i}:", low, priority=1))) for i in range(8)]
         await asyncio.sleep(0.3)  # the engine (max_num_seqs=4) is busy with four, four wait
-        tasks.append(asyncio.create_task(
-            run("high", Request("Urgent:", SamplingParams(max_tokens=16, ignore_eos=True), priority=0))))
+        tasks.append(
+            asyncio.create_task(
+                run("high", Request("Urgent:", SamplingParams(max_tokens=16, ignore_eos=True), priority=0))
+            )
+        )
         await asyncio.gather(*tasks)
         # first-come-first-served would run it after all eight; priority runs it before the last four
         assert order.index("high") <= 4, order
@@ -333,7 +389,8 @@ def test_no_engine_left_running() -> None:
     """Runs after both classes: every engine process is gone (the server tests start next)."""
     if not os.path.exists("/proc"):
         pytest.skip("needs /proc")
-    out = subprocess.run(["ps", "-o", "pid=,stat=,comm=", "--ppid", str(os.getpid())], capture_output=True,
-                         text=True, check=False).stdout
+    out = subprocess.run(
+        ["ps", "-o", "pid=,stat=,comm=", "--ppid", str(os.getpid())], capture_output=True, text=True, check=False
+    ).stdout
     alive = [line for line in out.splitlines() if "VLLM" in line and " Z" not in line]
     assert not alive, out

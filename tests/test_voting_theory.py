@@ -2,7 +2,7 @@
 
 Model: each sample is correct with probability p and otherwise one of 4 wrong answers (probabilities
 q_1..q_4, summing to 1 - p). Self-consistency picks the answer with the most votes; ties go to the
-answer sampled first (``tts.strategies.vote``).
+answer sampled first (``tts.strategies._select``).
 
 Exact accuracy with n samples. Let c be the correct answer's count and d_1..d_4 the wrong ones'.
 The correct answer wins when c > max(d_i). When it ties with j wrong answers at the top (j >= 1),
@@ -40,7 +40,7 @@ import numpy as np
 import pytest
 
 from tts import FakeBackend, OracleModel, OracleSpec, Problem, SelfConsistency, Task, run, solve
-from tts.strategies import vote
+from tts.strategies import _select
 from tts.types import Candidate
 
 GRID = (1, 2, 3, 4, 5, 8, 16, 32, 64)
@@ -82,7 +82,7 @@ def test_exact_formula_on_small_cases() -> None:
     brute = 0.0
     for seq in np.ndindex(5, 5, 5):
         cands = [Candidate("", str(a), key=str(a)) for a in seq]
-        winner = vote.majority(cands)
+        winner = _select.majority(cands)
         assert winner is not None
         if cands[winner].key == "0":
             brute += math.prod(probs[a] for a in seq)
@@ -107,7 +107,7 @@ def simulate(p: float, wrong: tuple[float, ...], seed: int) -> dict[int, float]:
         cands = result.candidates
         assert len(cands) == max(GRID)
         for n in GRID:
-            winner = vote.majority(cands[:n])
+            winner = _select.majority(cands[:n])
             wins[n] += winner is not None and cands[winner].key == "42"
     return {n: wins[n] / N_PROBLEMS for n in GRID}
 
@@ -147,7 +147,7 @@ def test_every_n_from_1_to_64_votes_its_prefix() -> None:
             assert backend.completions_generated == n * len(problems)
             for r, f in zip(results, full, strict=True):
                 assert len(r.candidates) == n and r.usage.completions == n
-                winner = vote.majority(f.candidates[:n])
+                winner = _select.majority(f.candidates[:n])
                 assert r.answer == (f.candidates[winner].answer if winner is not None else None), n
 
     asyncio.run(all_n())

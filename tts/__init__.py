@@ -38,13 +38,14 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(["Strategy", "Proposer"], "tts.strategy"),
     **dict.fromkeys(["Comparison", "Report", "Summary", "arun", "compare", "run", "solve"], "tts.runner"),
     # backends
-    **dict.fromkeys(["Backend", "Capabilities", "Handle", "make_backend"], "tts.backends"),
+    **dict.fromkeys(["Backend", "Capabilities", "Handle"], "tts.backends"),
     **dict.fromkeys(["CostModel", "FakeBackend", "OracleModel", "OracleSpec", "Scripted"], "tts.backends.fake"),
     # configuration, registry, studies
-    **dict.fromkeys(["PipelineSpec", "build_pipeline", "load_pipeline"], "tts.pipeline"),
-    **dict.fromkeys(["REGISTRY", "build_strategy"], "tts.registry"),
+    **dict.fromkeys(["PipelineSpec", "build_pipeline", "build_strategy", "load_pipeline", "make_backend"],
+                    "tts.config"),
+    "REGISTRY": "tts.registry",
     **dict.fromkeys(["StudyRunner", "load_study", "run_study"], "tts.study"),
-    "write_report": "tts.report",
+    "write_report": "tts.study.report",
     # strategies
     "BestOfN": "tts.strategies.best_of_n",
     "CoT": "tts.strategies.cot",

@@ -44,9 +44,11 @@ T = TypeVar("T")
 class _Shared:
     """What a problem's contexts (the problem's and its children) share."""
 
-    __slots__ = ("first_submit", "requests")
+    __slots__ = ("first_submit", "requests", "stages")
 
     def __init__(self) -> None:
+        self.stages: dict[object, Budget] = {}
+        """Budgets of limited stages, one per stage for the problem."""
         self.requests = 0
         """Requests seeded so far (the next seed's position)."""
         self.first_submit: float | None = None
@@ -102,12 +104,17 @@ class Context:
         the same trace, budgets and seeding."""
         return self._child(self._budgets, self._sinks, problem)
 
-    def limited(self, limits: Limits | None, label: str) -> Context:
-        """A child context for one stage of a strategy, admitted against ``limits`` (what the stage
-        spends on this problem) as well as every limit above it."""
+    def limited(self, limits: Limits | None, label: str, key: object = None) -> Context:
+        """A child context for one stage of a strategy, admitted against ``limits`` as well as every
+        limit above it. The stage's budget is per problem: every call of the stage on this problem
+        (the same ``key``, default ``(label, limits)``) spends from one budget, whose wall time
+        starts at the stage's first call."""
         if limits is None or not limits.active():
             return self.child()
-        budget = self._budget(limits, label)
+        stages = self._shared.stages
+        budget = stages.get(key := key if key is not None else (label, limits))
+        if budget is None:
+            budget = stages[key] = self._budget(limits, label)
         return self._child((budget, *self._budgets), (budget.spent, *self._sinks), None)
 
     async def within(self, awaitable: Awaitable[T]) -> T:

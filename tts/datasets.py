@@ -11,8 +11,9 @@ given, else the first N), where NAME is
 - a local ``.jsonl`` / ``.json`` / ``.csv`` path (format detected from its fields);
 - ``hf:OWNER/NAME`` for any hub dataset (with ``fields`` saying which columns to use).
 
-References are final answers: GSM8K's text after ``####``, MATH's "The answer is:" / last
-``\\boxed{}``.
+References are final answers (:mod:`tts.answers` reads them): GSM8K's text after ``####``, a MATH
+solution's "The answer is:" / last ``\\boxed{}`` (the hub's bare ``answer`` as it is); ``capitals``
+references list accepted names after ``|`` (``Kyiv|Kiev``), which the ``text`` answer format takes.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tts.answers import gsm8k_reference, reference_answer
 from tts.errors import DatasetError
 from tts.task import Task
 from tts.types import Problem
-from tts.verifiers.math import gsm8k_reference, math_reference
 
 __all__ = ["BUILTIN_TASKS", "Dataset", "load_dataset", "parse_spec"]
 
@@ -71,39 +72,40 @@ GAME24_TASK = Task(
 
 # ---------------------------------------------------------------- built-in generated tasks
 
-_CAPITALS = (
-    "France:Paris Germany:Berlin Italy:Rome Spain:Madrid Portugal:Lisbon Japan:Tokyo China:Beijing "
-    "India:New Delhi Russia:Moscow Canada:Ottawa Mexico:Mexico City Brazil:Brasilia Argentina:Buenos Aires "
-    "Chile:Santiago Peru:Lima Colombia:Bogota Egypt:Cairo Kenya:Nairobi Nigeria:Abuja Ghana:Accra "
-    "Ethiopia:Addis Ababa Morocco:Rabat Algeria:Algiers Tunisia:Tunis Greece:Athens Turkey:Ankara "
-    "Poland:Warsaw Austria:Vienna Hungary:Budapest Sweden:Stockholm Norway:Oslo Finland:Helsinki "
-    "Denmark:Copenhagen Ireland:Dublin Netherlands:Amsterdam Belgium:Brussels Switzerland:Bern "
-    "Czechia:Prague Romania:Bucharest Bulgaria:Sofia Serbia:Belgrade Croatia:Zagreb Ukraine:Kyiv "
-    "Belarus:Minsk Lithuania:Vilnius Latvia:Riga Estonia:Tallinn Iceland:Reykjavik Australia:Canberra "
-    "New Zealand:Wellington Indonesia:Jakarta Thailand:Bangkok Vietnam:Hanoi Philippines:Manila "
-    "Malaysia:Kuala Lumpur South Korea:Seoul North Korea:Pyongyang Mongolia:Ulaanbaatar Iran:Tehran "
-    "Iraq:Baghdad Syria:Damascus Jordan:Amman Lebanon:Beirut Israel:Jerusalem Saudi Arabia:Riyadh "
-    "Pakistan:Islamabad Afghanistan:Kabul Bangladesh:Dhaka Nepal:Kathmandu Sri Lanka:Colombo "
-    "Cuba:Havana Jamaica:Kingston Venezuela:Caracas Ecuador:Quito Bolivia:Sucre Uruguay:Montevideo "
-    "Paraguay:Asuncion Uganda:Kampala Tanzania:Dodoma Zimbabwe:Harare Zambia:Lusaka Angola:Luanda "
-    "Senegal:Dakar Mali:Bamako Sudan:Khartoum Libya:Tripoli Qatar:Doha Kuwait:Kuwait City Oman:Muscat "
-    "Yemen:Sanaa Georgia:Tbilisi Armenia:Yerevan Azerbaijan:Baku Kazakhstan:Astana Uzbekistan:Tashkent "
-    "Slovakia:Bratislava Slovenia:Ljubljana Albania:Tirana Cyprus:Nicosia Malta:Valletta"
-)
+_CAPITALS = """
+France: Paris; Germany: Berlin; Italy: Rome; Spain: Madrid; Portugal: Lisbon; Japan: Tokyo; China: Beijing;
+India: New Delhi; Russia: Moscow; Canada: Ottawa; Mexico: Mexico City; Brazil: Brasilia; Argentina: Buenos Aires;
+Chile: Santiago; Peru: Lima; Colombia: Bogota; Egypt: Cairo; Kenya: Nairobi; Nigeria: Abuja; Ghana: Accra;
+Ethiopia: Addis Ababa; Morocco: Rabat; Algeria: Algiers; Tunisia: Tunis; Greece: Athens; Turkey: Ankara;
+Poland: Warsaw; Austria: Vienna; Hungary: Budapest; Sweden: Stockholm; Norway: Oslo; Finland: Helsinki;
+Denmark: Copenhagen; Ireland: Dublin; Netherlands: Amsterdam; Belgium: Brussels; Switzerland: Bern|Berne;
+Czechia: Prague; Romania: Bucharest; Bulgaria: Sofia; Serbia: Belgrade; Croatia: Zagreb; Ukraine: Kyiv|Kiev;
+Belarus: Minsk; Lithuania: Vilnius; Latvia: Riga; Estonia: Tallinn; Iceland: Reykjavik; Australia: Canberra;
+New Zealand: Wellington; Indonesia: Jakarta; Thailand: Bangkok; Vietnam: Hanoi; Philippines: Manila;
+Malaysia: Kuala Lumpur; South Korea: Seoul; North Korea: Pyongyang; Mongolia: Ulaanbaatar|Ulan Bator;
+Iran: Tehran; Iraq: Baghdad; Syria: Damascus; Jordan: Amman; Lebanon: Beirut; Saudi Arabia: Riyadh;
+Pakistan: Islamabad; Afghanistan: Kabul; Bangladesh: Dhaka; Nepal: Kathmandu;
+Sri Lanka: Sri Jayawardenepura Kotte|Colombo; Cuba: Havana; Jamaica: Kingston; Venezuela: Caracas;
+Ecuador: Quito; Bolivia: Sucre|La Paz; Uruguay: Montevideo; Paraguay: Asuncion; Uganda: Kampala;
+Tanzania: Dodoma; Zimbabwe: Harare; Zambia: Lusaka; Angola: Luanda; Senegal: Dakar; Mali: Bamako;
+Sudan: Khartoum; Libya: Tripoli; Qatar: Doha; Kuwait: Kuwait City; Oman: Muscat; Yemen: Sanaa;
+Georgia: Tbilisi; Armenia: Yerevan; Azerbaijan: Baku; Kazakhstan: Astana; Uzbekistan: Tashkent;
+Slovakia: Bratislava; Slovenia: Ljubljana; Albania: Tirana; Cyprus: Nicosia; Malta: Valletta; Panama: Panama City
+"""
+"""``Country: Capital`` pairs separated by ``;``; ``|`` separates accepted names of one capital (the
+first is the official one), which the ``text`` answer format accepts alike."""
 
 
 def _capital_pairs() -> list[tuple[str, str]]:
-    # entries are "Country:Capital" separated by spaces, where names may contain spaces
-    items = re.findall(r"([A-Z][\w ]*?):([A-Z][\w ]*?)(?= [A-Z][\w ]*?:|$)", _CAPITALS)
-    return [(a.strip(), b.strip()) for a, b in items]
+    pairs = (entry.split(":") for entry in _CAPITALS.split(";"))
+    return [(country.strip(), capital.strip()) for country, capital in pairs]
 
 
 def _gen_larger(n: int, rng: random.Random) -> list[Problem]:
     out = []
     for i in range(n):
         a, b = rng.sample(range(10, 100), 2)
-        out.append(Problem(f"larger-{i}", f"Which number is larger, {a} or {b}?", str(max(a, b)),
-                           {"a": a, "b": b}))
+        out.append(Problem(f"larger-{i}", f"Which number is larger, {a} or {b}?", str(max(a, b)), {"a": a, "b": b}))
     return out
 
 
@@ -123,36 +125,56 @@ def _gen_add(digits: int):
 def _gen_capitals(n: int, rng: random.Random) -> list[Problem]:
     pairs = _capital_pairs()
     rng.shuffle(pairs)
-    return [Problem(f"capitals-{i}", f"What is the capital of {country}?", capital)
-            for i, (country, capital) in enumerate(pairs[:n])]
+    return [
+        Problem(f"capitals-{i}", f"What is the capital of {country}?", capital)
+        for i, (country, capital) in enumerate(pairs[:n])
+    ]
 
 
 _BUILTIN_GENERATORS = {"larger": _gen_larger, "add1": _gen_add(1), "add2": _gen_add(2), "capitals": _gen_capitals}
 
 BUILTIN_TASKS: dict[str, Task] = {
-    "larger": Task(name="larger", instruction="Answer with the larger number only.",
-                   direct_template="{question} {instruction}",
-                   cot_template="{question} Think briefly, then answer. {instruction}",
-                   answer_format="first_number"),
-    "add1": Task(name="add1", instruction="Answer with the number only.", direct_template="{question} {instruction}",
-                 cot_template="{question} Think step by step, then end with 'The answer is N.'",
-                 answer_format="math"),
-    "add2": Task(name="add2", instruction="Answer with the number only.", direct_template="{question} {instruction}",
-                 cot_template="{question} Think step by step, then end with 'The answer is N.'",
-                 answer_format="math"),
-    "capitals": Task(name="capitals", instruction="Answer with the city name only.",
-                     direct_template="{question} {instruction}",
-                     cot_template="{question} {instruction}", answer_format="text"),
+    "larger": Task(
+        name="larger",
+        instruction="Answer with the larger number only.",
+        direct_template="{question} {instruction}",
+        cot_template="{question} Think briefly, then answer. {instruction}",
+        answer_format="first_number",
+    ),
+    "add1": Task(
+        name="add1",
+        instruction="Answer with the number only.",
+        direct_template="{question} {instruction}",
+        cot_template="{question} Think step by step, then end with 'The answer is N.'",
+        answer_format="math",
+    ),
+    "add2": Task(
+        name="add2",
+        instruction="Answer with the number only.",
+        direct_template="{question} {instruction}",
+        cot_template="{question} Think step by step, then end with 'The answer is N.'",
+        answer_format="math",
+    ),
+    "capitals": Task(
+        name="capitals",
+        instruction="Answer with the city name only.",
+        direct_template="{question} {instruction}",
+        cot_template="{question} {instruction}",
+        answer_format="text",
+    ),
 }
 """Tasks of the built-in generated datasets (the CPU demo runs ``larger``)."""
 
-_DEFAULT_SIZES = {"larger": 200, "add1": 200, "add2": 200, "capitals": 10_000}
+_DEFAULT_SIZES = {"larger": 200, "add1": 200, "add2": 200, "capitals": len(_capital_pairs())}
 
 
 # ---------------------------------------------------------------- files and hub
 
-_BENCHMARK_FILES = {"gsm8k": ("gsm8k_test.jsonl", "gsm8k.jsonl"), "math500": ("math500_dev.jsonl", "math500.jsonl"),
-                    "game24": ("game24.csv",)}
+_BENCHMARK_FILES = {
+    "gsm8k": ("gsm8k_test.jsonl", "gsm8k.jsonl"),
+    "math500": ("math500_dev.jsonl", "math500.jsonl"),
+    "game24": ("game24.csv",),
+}
 _BENCHMARK_HUB = {"gsm8k": ("openai/gsm8k", "main", "test"), "math500": ("HuggingFaceH4/MATH-500", None, "test")}
 _BENCHMARK_TASKS = {"gsm8k": GSM8K_TASK, "math500": MATH_TASK, "game24": GAME24_TASK}
 
@@ -190,19 +212,24 @@ def _detect_format(rows: list[dict[str, Any]]) -> str:
     return "raw"
 
 
-def _problems_from_rows(rows: list[dict[str, Any]], fmt: str, name: str,
-                        fields: Mapping[str, str] | None) -> list[Problem]:
+def _problems_from_rows(
+    rows: list[dict[str, Any]], fmt: str, name: str, fields: Mapping[str, str] | None
+) -> list[Problem]:
     fields = dict(fields or {})
-    q_key = fields.get("question") or next((k for k in ("question", "problem", "Puzzles", "input", "prompt")
-                                             if rows and k in rows[0]), "question")
-    r_key = fields.get("reference") or next((k for k in ("answer", "reference", "target", "output")
-                                              if rows and k in rows[0]), "answer")
+    q_key = fields.get("question") or next(
+        (k for k in ("question", "problem", "Puzzles", "input", "prompt") if rows and k in rows[0]), "question"
+    )
+    r_key = fields.get("reference") or next(
+        (k for k in ("answer", "reference", "target", "output", "solution") if rows and k in rows[0]), "answer"
+    )
     id_key = fields.get("id") or next((k for k in ("id", "unique_id", "Rank") if rows and k in rows[0]), None)
     out = []
     for i, row in enumerate(rows):
         if q_key not in row:
-            raise DatasetError(f"dataset {name!r} row {i} has no field {q_key!r}; pass fields={{'question': ...}} "
-                               f"(available: {', '.join(map(str, row))}).")
+            raise DatasetError(
+                f"dataset {name!r} row {i} has no field {q_key!r}; pass fields={{'question': ...}} "
+                f"(available: {', '.join(map(str, row))})."
+            )
         question = str(row[q_key])
         raw_ref = row.get(r_key)
         reference: str | None
@@ -213,13 +240,13 @@ def _problems_from_rows(rows: list[dict[str, Any]], fmt: str, name: str,
             reference = None
         elif fmt == "gsm8k":
             reference = gsm8k_reference(str(raw_ref))
-        elif fmt == "math500":
-            reference = math_reference(str(raw_ref))
+        elif fmt == "math500":  # a whole solution (local files) or the final answer (the hub's "answer")
+            reference = reference_answer(str(raw_ref))
         else:
             reference = str(raw_ref)
         pid = str(row[id_key]) if id_key and id_key in row else f"{name}-{i}"
         meta = {k: v for k, v in row.items() if k not in (q_key, r_key)}
-        if raw_ref is not None and fmt in ("gsm8k", "math500"):
+        if raw_ref is not None and fmt in ("gsm8k", "math500") and "solution" not in meta:
             meta["solution"] = raw_ref
         out.append(Problem(pid, question, reference, meta))
     return out
@@ -229,14 +256,18 @@ def _load_hub(repo: str, config: str | None, split: str) -> list[dict[str, Any]]
     try:
         import datasets
     except ImportError:
-        raise DatasetError(f"loading {repo!r} from the hub needs the datasets library: pip install "
-                           "'tts-scale[data]', or pass a local JSONL/CSV path.") from None
+        raise DatasetError(
+            f"loading {repo!r} from the hub needs the datasets library: pip install "
+            "'tts-scale[data]', or pass a local JSONL/CSV path."
+        ) from None
     try:
         ds = datasets.load_dataset(repo, config, split=split)
     except Exception as exc:
-        raise DatasetError(f"{repo!r} could not be loaded from the Hugging Face hub ({type(exc).__name__}); "
-                           "pass a local JSONL/CSV file instead, e.g. --dataset path/to/file.jsonl, or set "
-                           "TTS_DATA_DIR.") from None
+        raise DatasetError(
+            f"{repo!r} could not be loaded from the Hugging Face hub ({type(exc).__name__}); "
+            "pass a local JSONL/CSV file instead, e.g. --dataset path/to/file.jsonl, or set "
+            "TTS_DATA_DIR."
+        ) from None
     return [dict(r) for r in ds]
 
 
@@ -254,8 +285,16 @@ def parse_spec(spec: str) -> tuple[str, int | None, int | None]:
     return name, limit, seed
 
 
-def load_dataset(spec: str, *, limit: int | None = None, seed: int | None = None, data_dir: str | Path | None = None,
-                 fields: Mapping[str, str] | None = None, split: str = "test", format: str | None = None) -> Dataset:
+def load_dataset(
+    spec: str,
+    *,
+    limit: int | None = None,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+    fields: Mapping[str, str] | None = None,
+    split: str = "test",
+    format: str | None = None,
+) -> Dataset:
     """Load problems by spec (see module docstring). ``limit``/``seed`` override the spec's."""
     name, spec_limit, spec_seed = parse_spec(spec)
     limit = limit if limit is not None else spec_limit
@@ -273,15 +312,18 @@ def load_dataset(spec: str, *, limit: int | None = None, seed: int | None = None
             repo, config, hub_split = _BENCHMARK_HUB[name]
             rows = _load_hub(repo, config, hub_split if split == "test" else split)
         else:
-            raise DatasetError(f"{name} needs a local file ({' or '.join(_BENCHMARK_FILES[name])}) in "
-                               "TTS_DATA_DIR or --data-dir, or pass its path as the dataset.")
+            raise DatasetError(
+                f"{name} needs a local file ({' or '.join(_BENCHMARK_FILES[name])}) in "
+                "TTS_DATA_DIR or --data-dir, or pass its path as the dataset."
+            )
         problems = _problems_from_rows(rows, format or name, name, fields)
         return Dataset(name, problems, _BENCHMARK_TASKS[name]).subset(limit, seed)
     if name.startswith("hf:"):
         rows = _load_hub(name[3:], None, split)
         fmt = format or _detect_format(rows)
-        return Dataset(name, _problems_from_rows(rows, fmt, name, fields), _BENCHMARK_TASKS.get(fmt, Task())) \
-            .subset(limit, seed)
+        return Dataset(name, _problems_from_rows(rows, fmt, name, fields), _BENCHMARK_TASKS.get(fmt, Task())).subset(
+            limit, seed
+        )
     path = Path(name)
     if path.suffix in (".jsonl", ".json", ".csv") or path.exists():
         if not path.is_file():
@@ -301,7 +343,12 @@ def problems_from(items: Iterable[Mapping[str, Any] | str]) -> list[Problem]:
         if isinstance(item, str):
             out.append(Problem(f"q{i}", item))
         else:
-            out.append(Problem(str(item.get("id", f"q{i}")), str(item["question"]),
-                               None if item.get("reference") is None else str(item["reference"]),
-                               {k: v for k, v in item.items() if k not in ("id", "question", "reference")}))
+            out.append(
+                Problem(
+                    str(item.get("id", f"q{i}")),
+                    str(item["question"]),
+                    None if item.get("reference") is None else str(item["reference"]),
+                    {k: v for k, v in item.items() if k not in ("id", "question", "reference")},
+                )
+            )
     return out

@@ -79,6 +79,7 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 def fill(template: str, **values: object) -> str:
     """Replace ``{name}`` for the names given; every other brace stays as written (one pass, so
     inserted values are never re-scanned)."""
+
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         return str(values[name]) if name in values and values[name] is not None else m.group(0)
@@ -138,8 +139,10 @@ class PromptTemplate(BaseModel):
         missing = [n for n in names if n not in self.placeholders()]
         if missing:
             label = self.name or "template"
-            raise ConfigError(f"prompt template {label!r}: user must contain {{{missing[0]}}}; add it "
-                              f"(needs {', '.join('{' + n + '}' for n in names)}).")
+            raise ConfigError(
+                f"prompt template {label!r}: user must contain {{{missing[0]}}}; add it "
+                f"(needs {', '.join('{' + n + '}' for n in names)})."
+            )
         return self
 
     def _values(self, values: Mapping[str, object]) -> dict[str, object]:
@@ -151,8 +154,9 @@ class PromptTemplate(BaseModel):
 
     def _example_block(self, examples: Sequence[Example], instruction: object) -> str:
         return self.separator.join(
-            fill(self.example, question=e.question, answer=e.answer or "", solution=e.worked,
-                 instruction=instruction) for e in examples)
+            fill(self.example, question=e.question, answer=e.answer or "", solution=e.worked, instruction=instruction)
+            for e in examples
+        )
 
     def _user(self, values: dict[str, object], inline: Sequence[Example]) -> str:
         block = self._example_block(inline, values["instruction"]) if inline else ""
@@ -173,8 +177,7 @@ class PromptTemplate(BaseModel):
             for e in examples:
                 ex_vals = {**vals, "question": e.question, "examples": ""}
                 out.append(Message("user", fill(self.user, **ex_vals).strip()))
-                reply = fill(self.example_reply, question=e.question, answer=e.answer or "",
-                             solution=e.worked)
+                reply = fill(self.example_reply, question=e.question, answer=e.answer or "", solution=e.worked)
                 out.append(Message("assistant", reply))
         out.append(Message("user", self._user(vals, inline)))
         return tuple(out)
@@ -188,11 +191,24 @@ class PromptTemplate(BaseModel):
     def prompt(self, examples: Sequence[Example] = (), *, chat: bool = True, **values: object) -> Prompt:
         return self.messages(examples, **values) if chat else self.text(examples, **values)
 
-    def request(self, params: SamplingParams, examples: Sequence[Example] = (), *, chat: bool = True,
-                priority: int = 0, **values: object) -> Request:
-        """A request for this template filled with ``values`` (``question``, ``instruction``, ...)."""
-        return Request(self.prompt(examples, chat=chat, **values), params, priority,
-                       fill(self.assistant_prefix, **self._values(values)))
+    def request(
+        self,
+        params: SamplingParams,
+        examples: Sequence[Example] = (),
+        *,
+        chat: bool = True,
+        priority: int = 0,
+        prefix: str = "",
+        **values: object,
+    ) -> Request:
+        """A request for this template filled with ``values`` (``question``, ``instruction``, ...),
+        sent with ``prefix`` (the task's assistant prefix) followed by the template's own."""
+        return Request(
+            self.prompt(examples, chat=chat, **values),
+            params,
+            priority,
+            prefix + fill(self.assistant_prefix, **self._values(values)),
+        )
 
 
 # ------------------------------------------------------------------ loading templates
@@ -205,8 +221,7 @@ def available_templates() -> list[str]:
     return sorted(p.stem for p in TEMPLATE_DIR.iterdir() if p.suffix in (".yaml", ".yml", ".txt"))
 
 
-def parse_template(text: str, *, fmt: Literal["yaml", "txt"] = "yaml",
-                   source: str = "template") -> PromptTemplate:
+def parse_template(text: str, *, fmt: Literal["yaml", "txt"] = "yaml", source: str = "template") -> PromptTemplate:
     """A template from file contents: YAML fields, or a ``.txt`` file's text as the user message."""
     if fmt == "txt":
         return PromptTemplate(name=Path(source).stem, user=text.rstrip("\n"))
@@ -220,8 +235,9 @@ def parse_template(text: str, *, fmt: Literal["yaml", "txt"] = "yaml",
         problem = getattr(exc, "problem", exc)
         raise ConfigError(f"{source}{where}: invalid YAML ({problem}); fix the file.") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a prompt template must be a YAML mapping with at least 'user', "
-                          f"got {type(data).__name__}.")
+        raise ConfigError(
+            f"{source}: a prompt template must be a YAML mapping with at least 'user', got {type(data).__name__}."
+        )
     data.setdefault("name", Path(source).stem)
     try:
         return PromptTemplate(**data)
@@ -241,13 +257,14 @@ def load_template(spec: str | Path) -> PromptTemplate:
                 break
         else:
             names = ", ".join(available_templates())
-            raise ConfigError(f"prompt must be cot, direct, a shipped template ({names}), "
-                              f"a .yaml/.txt path or a template with {{question}}, got {str(spec)!r}.")
+            raise ConfigError(
+                f"prompt must be cot, direct, a shipped template ({names}), "
+                f"a .yaml/.txt path or a template with {{question}}, got {str(spec)!r}."
+            )
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"prompt template {str(spec)!r} cannot be read ({exc.strerror}); "
-                          "check the path.") from None
+        raise ConfigError(f"prompt template {str(spec)!r} cannot be read ({exc.strerror}); check the path.") from None
     return parse_template(text, fmt="txt" if path.suffix == ".txt" else "yaml", source=str(path))
 
 
@@ -279,8 +296,9 @@ def clean_solution(text: str) -> str:
     return _HASHES.sub(lambda m: f"\nThe answer is {m.group(1).strip()}.", text).strip()
 
 
-def load_examples(source: str, *, split: str = "train", data_dir: str | Path | None = None,
-                  limit: int | None = None) -> list[Example]:
+def load_examples(
+    source: str, *, split: str = "train", data_dir: str | Path | None = None, limit: int | None = None
+) -> list[Example]:
     """Examples from a JSONL/CSV file (``question`` plus ``answer`` and/or ``solution``) or any
     dataset spec of :func:`tts.datasets.load_dataset` (``gsm8k``, ``math500``, a hub dataset, ...);
     ``split`` is the hub split to read (local benchmark files have one split)."""
@@ -290,11 +308,13 @@ def load_examples(source: str, *, split: str = "train", data_dir: str | Path | N
     out = []
     for p in data.problems:
         solution = p.metadata.get("solution")
-        out.append(Example(question=p.question, answer=p.reference,
-                           solution=clean_solution(str(solution)) if solution else None))
+        out.append(
+            Example(
+                question=p.question, answer=p.reference, solution=clean_solution(str(solution)) if solution else None
+            )
+        )
     if not out:
-        raise ConfigError(f"examples source {source!r} holds no examples; point examples at a non-empty "
-                          "file.")
+        raise ConfigError(f"examples source {source!r} holds no examples; point examples at a non-empty file.")
     return out
 
 

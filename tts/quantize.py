@@ -51,8 +51,9 @@ def quantize_backend(backend: Any, mode: QuantizeMode = "int8", *, keep: Sequenc
         raise ConfigError(f"quantize must be 'int8' or 'int8_mixed', got {mode!r}.")
     model = getattr(backend, "model", None)
     if model is None or not hasattr(model, "named_modules"):
-        raise ConfigError("quantize needs a backend with a loaded torch model (the hf backend); "
-                          f"got {type(backend).__name__}.")
+        raise ConfigError(
+            f"quantize needs a backend with a loaded torch model (the hf backend); got {type(backend).__name__}."
+        )
     import torch
     from torch import nn
 

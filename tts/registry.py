@@ -1,23 +1,34 @@
-"""Component registry: strategies, verifiers, backends (and, later, retrievers) by name.
+"""The one component registry: strategies, verifiers, proposers, backends and retrievers by name.
 
 Built-ins and plugins register the same way: through the ``tts_scale`` entry-point group, whose
-entries are callables taking the :class:`Registry`. Lookups load entry points once, lazily, and
-import a component's module only when it is used.
+entries are callables taking the :class:`Registry` (``registry.register("backend", "mine",
+"my_pkg.engine:MyBackend")``). Lookups load the entry points once, lazily, and import a
+component's module only when it is used. Everything that resolves a name (pipelines,
+:func:`tts.make_backend`, :func:`tts.build_strategy`, nested components) looks here, so a plugin
+backend validates and builds like a built-in one.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
+import pkgutil
 from importlib.metadata import entry_points
 from typing import Any
 
 from tts.errors import ConfigError
 
-__all__ = ["REGISTRY", "Registry", "register_builtins"]
+__all__ = ["ENTRY_POINT_GROUP", "KINDS", "REGISTRY", "Registry", "register_builtins"]
 
 log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "tts_scale"
+KINDS = ("strategy", "verifier", "proposer", "backend", "retriever")
+"""The kinds of component a name can refer to."""
+
+_EXTRAS = {"hf": "cpu", "vllm": "vllm", "openai": "openai"}
 
 
 class Registry:
@@ -28,6 +39,7 @@ class Registry:
         self._loaded = False
 
     def register(self, kind: str, name: str, target: Any) -> None:
+        """Register ``target`` (a class, a factory or a ``"module:attr"`` path) as ``kind`` ``name``."""
         self._items.setdefault(kind, {})[name] = target
 
     def _load(self) -> None:
@@ -35,7 +47,7 @@ class Registry:
             return
         self._loaded = True
         register_builtins(self)
-        for ep in entry_points(group="tts_scale"):
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
             if ep.value == "tts.registry:register_builtins":
                 continue
             try:
@@ -43,11 +55,18 @@ class Registry:
             except Exception as exc:  # a broken plugin must not break the built-ins
                 log.warning("plugin %s failed to register: %s", ep.name, exc)
 
+    def reload(self) -> None:
+        """Forget every registration and read the built-ins and entry points again (on next use)."""
+        self._items.clear()
+        self._loaded = False
+
     def names(self, kind: str) -> list[str]:
+        """The registered names of ``kind``, sorted."""
         self._load()
         return sorted(self._items.get(kind, {}))
 
     def get(self, kind: str, name: str) -> Any:
+        """The component ``kind`` ``name`` (imported on first use); a ConfigError names the choices."""
         self._load()
         items = self._items.get(kind, {})
         if name not in items:
@@ -57,33 +76,49 @@ class Registry:
         target = items[name]
         if isinstance(target, str):
             module, _, attr = target.partition(":")
-            target = getattr(importlib.import_module(module), attr)
+            try:
+                target = getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as exc:
+                extra = _EXTRAS.get(name, name)
+                raise ConfigError(
+                    f"{kind} {name!r} is not available ({exc}); install its extra, "
+                    f"e.g. pip install 'tts-scale[{extra}]'."
+                ) from exc
             items[name] = target
         return target
 
 
-def _discover(package: str, kind: str, method: str, registry: Registry) -> None:
-    """Register every class of ``package``'s modules that has a ``name`` and the kind's method."""
-    import inspect
-    import pkgutil
-
-    pkg = importlib.import_module(package)
+def _discover(package: str, kind: str, method: str, registry: Registry, private: bool = False) -> None:
+    """Register every class of ``package``'s modules that has a string ``name`` and the kind's method
+    (``private``: also the modules whose name starts with an underscore)."""
+    try:
+        pkg = importlib.import_module(package)
+    except ModuleNotFoundError:
+        return
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") and not private:
             continue
         module = importlib.import_module(f"{package}.{info.name}")
         for obj in vars(module).values():
-            if (inspect.isclass(obj) and obj.__module__ == module.__name__
-                    and isinstance(getattr(obj, "name", None), str) and callable(getattr(obj, method, None))):
-                registry.register(kind, obj.name, obj)  # type: ignore[attr-defined]
+            name = getattr(obj, "name", None)
+            if (
+                inspect.isclass(obj)
+                and obj.__module__ == module.__name__
+                and isinstance(name, str)
+                and callable(getattr(obj, method, None))
+            ):
+                registry.register(kind, name, obj)
 
 
 def register_builtins(registry: Registry) -> None:
     """Register the components that ship with tts-scale: every strategy class in ``tts.strategies``
-    (a class with a ``name`` and ``solve``), every verifier class in ``tts.verifiers`` (``name`` and
-    ``score``), and the backends."""
+    (a class with a ``name`` and ``solve``), every proposer there (``name`` and ``propose``), every
+    verifier class in ``tts.verifiers`` (``name`` and ``score``), every retriever in
+    ``tts.retrieval`` (``name`` and ``retrieve``) and the backends."""
     _discover("tts.strategies", "strategy", "solve", registry)
+    _discover("tts.strategies", "proposer", "propose", registry, private=True)
     _discover("tts.verifiers", "verifier", "score", registry)
+    _discover("tts.retrieval", "retriever", "retrieve", registry)
     from tts.backends import BACKENDS
 
     for name, target in BACKENDS.items():
@@ -92,9 +127,3 @@ def register_builtins(registry: Registry) -> None:
 
 REGISTRY = Registry()
 """The process-wide registry, filled from entry points on first lookup."""
-
-
-def build_strategy(name: str, **options: Any) -> Any:
-    """A strategy by registered name, its options validated by the strategy's ``Options`` model."""
-    cls = REGISTRY.get("strategy", name)
-    return cls(cls.Options(**options))

@@ -12,6 +12,11 @@ Accounting rule: a request's ``prompt_tokens`` is its prompt length; ``cached_pr
 part the engine did not compute (its prefix cache, or a prompt shared by merged requests: the first
 request of a merge is charged the engine's computation, the others have their whole prompt cached).
 
+Cancelled requests: a request cancelled while queued here or in the backend costs nothing; one
+cancelled while the engine ran it is charged what the engine generated (the backend handle resolves
+with the partial completions, marked ``finish_reason="abort"``; ``completions`` counts only the
+finished ones), beside ``cancelled=1``.
+
 Short answers: a backend that returns fewer samples than asked (an OpenAI-compatible server that
 caps ``n``) is asked again for the rest, at most ``MAX_TOP_UPS`` times; a request still short then
 fails with :class:`~tts.errors.BackendError`, never silently with fewer samples.
@@ -175,7 +180,8 @@ class Scheduler:
             n = p.handle.request.params.n
             mine = completions[start:start + n]
             start += n
-            if len(mine) < n:
+            aborted = p.handle.cancelled()  # cancelled in flight: charge what the engine generated
+            if len(mine) < n and not aborted:
                 self.charge(p.sinks, failures=1, completions=len(mine),
                             completion_tokens=sum(c.token_count for c in mine))
                 if not p.handle.done():
@@ -197,7 +203,8 @@ class Scheduler:
                                           "verifier_completion_tokens": completion_tokens}
             else:
                 counts = {"calls": 1, "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached,
-                          "completion_tokens": completion_tokens, "completions": len(mine)}
+                          "completion_tokens": completion_tokens,
+                          "completions": sum(c.finish_reason != "abort" for c in mine)}
             if self.pricing is not None:
                 counts["cost"] = self.pricing.cost(prompt_tokens, cached, completion_tokens)
             self.charge(p.sinks, **counts)

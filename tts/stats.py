@@ -1,4 +1,5 @@
-"""Small statistics used by runs and studies: percentiles, bootstrap intervals, pass@k."""
+"""Small statistics used by runs and studies: bootstrap intervals, pass@k. (Latency percentiles
+and throughput live in :mod:`tts.metrics`.)"""
 
 from __future__ import annotations
 
@@ -7,18 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "paired_bootstrap", "pass_at_k", "percentile"]
+__all__ = ["bootstrap_ci", "paired_bootstrap", "pass_at_k"]
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear interpolation; NaN for no values."""
-    if not values:
-        return float("nan")
-    return float(np.percentile(np.asarray(values, dtype=float), q))
-
-
-def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 2000,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean and percentile-bootstrap interval of ``values``."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -29,8 +24,9 @@ def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, resamples: int
     return float(x.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, level: float = 0.95, resamples: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], *, level: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean difference ``b - a`` over paired items and its bootstrap interval."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:

@@ -1,7 +1,14 @@
 """The strategy protocol: ``async solve(problem, ctx) -> Result``.
 
 Strategies compose rather than inherit: a proposer produces candidates, verifiers score them, a
-selector picks. Each strategy is one short file in ``strategies/`` (``tts.strategies``).
+selector picks (:mod:`tts.strategies._select`). Each strategy is one short file in
+``strategies/`` (``tts.strategies``); the shared parts are its private modules (``_proposer``,
+``_select``, ``_stop``, ``_scoring``).
+
+A proposer is a component (``proposer: {name: few_shot, ...}``; registered like any other): the
+built-ins (``few_shot``, ``program_of_thought``, ``thinking``) also give ``drawer(problem, ctx)``
+for early stopping and a ``greedy`` property for the "temperature > 0 when n > 1" rule, see
+:mod:`tts.strategies._proposer`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,6 @@ class Strategy(Protocol):
 
 @runtime_checkable
 class Proposer(Protocol):
-    """Produces ``n`` candidate answers for a problem."""
+    """Produces ``n`` candidate answers for a problem (the one required method)."""
 
     async def propose(self, problem: Problem, ctx: Context, n: int) -> list[Candidate]: ...

@@ -4,7 +4,7 @@ Three isolation levels, best first; :func:`sandbox_isolation` probes once which 
 
 - ``strong`` (root, the ``unshare`` binary of util-linux): ``unshare --pid --fork --net --mount
   --mount-proc --kill-child`` gives the program its own PID, network and mount namespaces. Inside,
-  the *launcher* (this file's code in a fresh ``python -I -S -B``, still root) remounts every mount
+  the *launcher* (``_launcher.py``'s code in a fresh ``python -I -S -B``, still root) remounts every mount
   read-only, hides ``/tmp``, ``/var/tmp``, ``/run``, ``/dev/shm`` and any directory the sandbox user
   cannot enter behind empty tmpfs mounts (re-binding the interpreter's prefix and the work folder
   inside them), mounts a size-limited tmpfs as the work folder, then forks the program, which sets
@@ -29,16 +29,18 @@ launcher's status pipe (``start``, ``warn ...``, ``error ...``, ``exit N``, ``si
 on timeout or too much output it kills the process group (``unshare`` and the launcher, hence the
 namespace) and waits until no process of the run's uid is left.
 
-This file imports nothing from ``tts`` and only ``os`` and ``sys`` at the top, so that the launcher
-starts fast; the caller's side imports what it needs lazily.
+The launcher's code lives in ``_launcher.py`` (it imports only ``os`` and ``sys``, so that it starts
+fast); this file is the caller's side, which imports what it needs lazily.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-TYPE_CHECKING = False  # not ``from typing import ...``: typing costs the launcher ~10 ms of start-up
+from ._launcher import _within
+
 if TYPE_CHECKING:
     import logging
     import subprocess
@@ -56,274 +58,20 @@ _LEVELS = ("strong", "userns", "rlimits")
 _ENV_LEVEL = "TTS_SANDBOX_ISOLATION"
 """Environment variable that caps the level (e.g. ``rlimits`` to turn namespaces off)."""
 
-_HIDDEN_DIRS = ("/tmp", "/var/tmp", "/run", "/dev/shm")
-"""World-writable or socket-holding folders replaced by empty read-only tmpfs mounts in the sandbox
-(an X11 or D-Bus socket there would reach outside despite the network namespace)."""
-
 _STARTUP_LIMIT = 30.0
 """Seconds the launcher may take to set the sandbox up before the run counts as a sandbox error."""
 
-_BOOTSTRAP = ("import marshal, sys; ns = {'__name__': '_sandbox'}; "
-              "exec(marshal.loads(open(sys.argv[1], 'rb').read()), ns); ns['_launch'](sys.argv[2:])")
-"""How the launcher starts: it runs this file's code object, compiled once by the caller and
+_BOOTSTRAP = (
+    "import marshal, sys; ns = {'__name__': '_sandbox'}; "
+    "exec(marshal.loads(open(sys.argv[1], 'rb').read()), ns); ns['_launch'](sys.argv[2:])"
+)
+"""How the launcher starts: it runs ``_launcher.py``'s code object, compiled once by the caller and
 marshalled next to the program, so no run compiles it again (``.pyc`` files are not always written:
 PYTHONDONTWRITEBYTECODE) and ``sys.path`` never holds ``verifiers/``, whose ``math.py`` would shadow
 the standard library's ``math`` for the program."""
 
 _DRAIN_SECONDS = 0.25
 """After the program has exited, how long to keep reading output still held by stray processes."""
-
-
-# ==================================================================================================
-# Launcher side: ``_launch(MODE HOSTDIR UID GID STATUS_FD LIMITS EXPOSE...)`` in a fresh interpreter
-# ==================================================================================================
-
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
-_MS_REMOUNT, _MS_BIND, _MS_REC = 32, 4096, 16384
-_MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME, _MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
-_MOUNT_FLAGS = {"ro": _MS_RDONLY, "nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC,
-                "noatime": _MS_NOATIME, "nodiratime": _MS_NODIRATIME, "relatime": _MS_RELATIME,
-                "strictatime": _MS_STRICTATIME}
-_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 38, 24
-
-
-class _Libc:
-    """The few libc calls Python 3.11's ``os`` lacks (mount, prctl, capset), through ctypes."""
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self._ctypes = ctypes
-        self.lib = ctypes.CDLL(None, use_errno=True)
-
-    def _check(self, rc: int, what: str) -> None:
-        if rc != 0:
-            err = self._ctypes.get_errno()
-            raise OSError(err, f"{what}: {os.strerror(err)}")
-
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
-              data: str | None = None) -> None:
-        def enc(s: str | None) -> bytes | None:
-            return None if s is None else os.fsencode(s)
-
-        c = self._ctypes
-        self._check(self.lib.mount(enc(source), enc(target), enc(fstype), c.c_ulong(flags), enc(data)),
-                    f"mount {target}")
-
-    def prctl(self, option: int, arg: int = 0) -> None:
-        c = self._ctypes
-        self._check(self.lib.prctl(c.c_int(option), c.c_ulong(arg), c.c_ulong(0), c.c_ulong(0),
-                                   c.c_ulong(0)), f"prctl {option}")
-
-    def drop_capabilities(self) -> None:
-        """Empty the bounding set, then the effective, permitted and inheritable sets."""
-        try:
-            with open("/proc/sys/kernel/cap_last_cap") as f:
-                last = int(f.read())
-        except OSError:
-            last = 63
-        for cap in range(last + 1):
-            self.lib.prctl(_PR_CAPBSET_DROP, self._ctypes.c_ulong(cap), 0, 0, 0)
-        header = (self._ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-        data = (self._ctypes.c_uint32 * 6)()
-        self._check(self.lib.capset(header, data), "capset")
-
-
-def _unescape(field: str) -> str:
-    """Mount points in mountinfo escape space, tab, newline and backslash as octal."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def _remount_all_readonly(libc: _Libc, warnings: list[str]) -> None:
-    """Make every mount of this (private) mount namespace read-only, keeping its other flags."""
-    with open("/proc/self/mountinfo") as f:
-        entries = [line.split() for line in f]
-    for parts in entries:
-        target = _unescape(parts[4])
-        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
-        for opt in parts[5].split(","):
-            flags |= _MOUNT_FLAGS.get(opt, 0)
-        try:
-            libc.mount(None, target, None, flags)
-        except OSError as exc:
-            if os.path.exists(target):  # an over-mounted or vanished path cannot matter
-                warnings.append(f"could not make {target} read-only: {exc.strerror}")
-
-
-def _within(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
-def _blocked_ancestor(path: str, uid: int) -> str | None:
-    """The topmost ancestor of ``path`` that ``uid`` (not owner, no groups) cannot enter."""
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts)):
-        ancestor = "/" + "/".join(parts[:i])
-        st = os.stat(ancestor)
-        if not st.st_mode & 0o001 and st.st_uid != uid:
-            return ancestor
-    return None
-
-
-def _collect(workdir: str) -> list[tuple[str, bytes | None]]:
-    """Every entry under ``workdir`` as (relative path, content or None for a folder), parents first."""
-    out: list[tuple[str, bytes | None]] = []
-    for root, dirs, files in os.walk(workdir):
-        rel = os.path.relpath(root, workdir)
-        for d in sorted(dirs):
-            out.append((os.path.normpath(os.path.join(rel, d)), None))
-        for name in sorted(files):
-            with open(os.path.join(root, name), "rb") as f:
-                out.append((os.path.normpath(os.path.join(rel, name)), f.read()))
-    return out
-
-
-def _build_mounts(libc: _Libc, hostdir: str, uid: int, gid: int, disk_mb: int, expose: list[str],
-                  warnings: list[str]) -> None:
-    """Inside a fresh mount namespace: read-only everything, hide shared folders and folders the
-    sandbox user cannot enter (re-binding what it needs), and a private tmpfs as the work folder."""
-    workdir = os.path.join(hostdir, "work")
-    files = _collect(workdir)
-    fds = {p: os.open(p, os.O_PATH) for p in expose}
-    _remount_all_readonly(libc, warnings)
-
-    tops = {d for d in _HIDDEN_DIRS if os.path.isdir(d) and not os.path.islink(d)}
-    if uid >= 0:
-        for p in [*expose, hostdir]:
-            blocked = _blocked_ancestor(p, uid)
-            if blocked:
-                tops.add(blocked)
-    # Hide the outermost folders only; never hide a folder the interpreter lives in.
-    tops = {t for t in tops if not any(_within(t, o) and t != o for o in tops)}
-    tops = {t for t in tops if not any(_within(t, p) for p in expose)}
-    for top in sorted(tops):
-        libc.mount("tts-sandbox", top, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=64k,nr_inodes=512,mode=0755")
-        for p in expose:
-            if _within(p, top) and p != top:
-                os.makedirs(p, 0o755, exist_ok=True)
-                libc.mount(f"/proc/self/fd/{fds[p]}", p, None, _MS_BIND | _MS_REC)
-                libc.mount(None, p, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
-        if _within(hostdir, top):
-            os.makedirs(hostdir, 0o755, exist_ok=True)
-        libc.mount(None, top, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
-    for fd in fds.values():
-        os.close(fd)
-
-    owner = f",uid={uid},gid={gid}" if uid >= 0 else ""
-    libc.mount("tts-sandbox", hostdir, "tmpfs", _MS_NOSUID | _MS_NODEV,
-               f"size={disk_mb}m,nr_inodes=4096,mode=0755")
-    os.mkdir(workdir, 0o700)
-    made = [workdir]
-    for rel, content in files:
-        path = os.path.join(workdir, rel)
-        if content is None:
-            os.mkdir(path, 0o700)
-        else:
-            with open(path, "wb") as f:
-                f.write(content)
-        made.append(path)
-    if owner:
-        for path in made:
-            os.chown(path, uid, gid)
-
-
-def _confine(mode: str, libc: _Libc | None, uid: int, gid: int, limits: list[int]) -> None:
-    """In the program's process: rlimits, then the unprivileged identity, then no_new_privs."""
-    import resource
-
-    cpu, memory, fsize, nofile, nproc = limits
-    for res, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_AS, memory),
-                       (resource.RLIMIT_DATA, memory), (resource.RLIMIT_FSIZE, fsize),
-                       (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_NPROC, nproc)):
-        resource.setrlimit(res, (value, value))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU first, SIGKILL a second later
-    if libc is None:
-        libc = _Libc()
-    if mode == "strong":
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)  # clears every capability: the uid is not 0
-    elif mode == "userns":
-        libc.drop_capabilities()
-    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1)
-
-
-def _run_user_code(source: bytes, path: str) -> None:
-    """Run the program as ``__main__`` in this process; never returns (exits like ``python main.py``)."""
-    import builtins
-
-    sys.argv = [path]
-    if not hasattr(builtins, "exit"):  # ``-S`` skips site.py, which defines exit() and quit()
-        def _exit(code: object = None) -> None:
-            raise SystemExit(code)
-
-        builtins.exit = builtins.quit = _exit  # type: ignore[assignment]
-    main = type(sys)("__main__")
-    main.__file__ = path
-    main.__builtins__ = __builtins__  # type: ignore[attr-defined]
-    sys.modules["__main__"] = main
-    try:
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        exec(compile(source, path, "exec"), main.__dict__)
-    except SystemExit:
-        raise
-    except BaseException:
-        kind, value, tb = sys.exc_info()
-        assert kind is not None and value is not None and tb is not None
-        value.__traceback__ = tb.tb_next  # hide this frame: the traceback starts in the program
-        sys.excepthook(kind, value, value.__traceback__)
-        raise SystemExit(1) from None
-    raise SystemExit(0)
-
-
-def _launch(argv: list[str]) -> int:
-    """The launcher's main: set the sandbox up, fork the program, wait, report on the status fd."""
-    mode, hostdir, uid, gid, status_fd = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
-    limits = [int(x) for x in argv[5].split(",")]
-    disk_mb, expose = limits.pop(), argv[6:]
-
-    def report(line: str) -> None:
-        os.write(status_fd, (line.replace("\n", " ") + "\n").encode())
-
-    warnings: list[str] = []
-    libc = None
-    try:
-        with open(os.path.join(hostdir, "work", "main.py"), "rb") as f:
-            source = f.read()
-        if mode != "rlimits":
-            libc = _Libc()
-            _build_mounts(libc, hostdir, uid, gid, disk_mb, expose, warnings)
-    except Exception as exc:
-        report(f"error sandbox set-up failed: {type(exc).__name__}: {exc}")
-        return 125
-    for w in warnings:
-        report(f"warn {w}")
-    workdir = os.path.join(hostdir, "work")
-    report("start")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _confine(mode, libc, uid, gid, limits)
-            os.chdir(workdir)
-        except BaseException as exc:
-            report(f"error could not confine the program: {type(exc).__name__}: {exc}")
-            os._exit(125)
-        os.close(status_fd)  # the program must not forge the launcher's report
-        _run_user_code(source, os.path.join(workdir, "main.py"))
-    while True:  # as PID 1 of the namespace, also reap orphans until the program itself exits
-        try:
-            done, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return 0
-        if done == pid:
-            break
-    if os.WIFSIGNALED(status):
-        report(f"signal {os.WTERMSIG(status)}")
-    else:
-        report(f"exit {os.WEXITSTATUS(status)}")
-    os._exit(0)  # nothing left to flush or finalize; skipping interpreter teardown saves milliseconds
 
 
 # ==================================================================================================
@@ -336,8 +84,16 @@ class RawRun:
 
     __slots__ = ("duration", "exit_code", "killed_reason", "level", "stderr", "stdout", "timed_out")
 
-    def __init__(self, stdout: str, stderr: str, exit_code: int | None, timed_out: bool,
-                 killed_reason: str | None, level: str, duration: float) -> None:
+    def __init__(
+        self,
+        stdout: str,
+        stderr: str,
+        exit_code: int | None,
+        timed_out: bool,
+        killed_reason: str | None,
+        level: str,
+        duration: float,
+    ) -> None:
         self.stdout, self.stderr, self.exit_code = stdout, stderr, exit_code
         self.timed_out, self.killed_reason = timed_out, killed_reason
         self.level, self.duration = level, duration
@@ -365,12 +121,13 @@ def _logger() -> logging.Logger:
 
 
 def _launcher_code() -> bytes:
-    """This file compiled and marshalled, for the launcher (see ``_BOOTSTRAP``); cached."""
+    """``_launcher.py`` compiled and marshalled, for the launcher (see ``_BOOTSTRAP``); cached."""
     if _STATE.launcher is None:
         import marshal
 
-        with open(__file__, encoding="utf-8") as f:
-            _STATE.launcher = marshal.dumps(compile(f.read(), __file__, "exec"))
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_launcher.py")
+        with open(path, encoding="utf-8") as f:
+            _STATE.launcher = marshal.dumps(compile(f.read(), path, "exec"))
     return _STATE.launcher
 
 
@@ -380,8 +137,7 @@ def _python() -> str:
 
 def _expose_paths() -> list[str]:
     """What the sandbox user must be able to read: the interpreter and its standard library."""
-    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix),
-             os.path.dirname(_python())}
+    paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix), os.path.dirname(_python())}
     # Keep only outermost paths (the binary's folder usually lies inside the prefix).
     return sorted(p for p in paths if not any(p != q and _within(p, q) for q in paths))
 
@@ -391,8 +147,18 @@ def _unshare_command(level: str) -> list[str]:
 
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
     user = ["--user", "--map-root-user"] if level == "userns" else []
-    return [unshare, *user, "--pid", "--fork", "--kill-child", "--net", "--mount", "--mount-proc",
-            "--propagation", "private"]
+    return [
+        unshare,
+        *user,
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--net",
+        "--mount",
+        "--mount-proc",
+        "--propagation",
+        "private",
+    ]
 
 
 def _count_user_tasks(uid: int) -> int:
@@ -478,9 +244,20 @@ def _signal_reason(signum: int) -> str:
         return f"signal {signum}"
 
 
-def execute(code: str, *, timeout: float, memory_mb: int, max_output: int, stdin: str,
-            files: Mapping[str, str | bytes], max_processes: int, max_file_mb: int, disk_mb: int,
-            max_open_files: int, isolation: str | None) -> RawRun:
+def execute(
+    code: str,
+    *,
+    timeout: float,
+    memory_mb: int,
+    max_output: int,
+    stdin: str,
+    files: Mapping[str, str | bytes],
+    max_processes: int,
+    max_file_mb: int,
+    disk_mb: int,
+    max_open_files: int,
+    isolation: str | None,
+) -> RawRun:
     """Run ``code`` once in the sandbox (arguments validated by the caller) and collect what it did."""
     import math
     import shutil
@@ -507,16 +284,41 @@ def execute(code: str, *, timeout: float, memory_mb: int, max_output: int, stdin
         with open(os.path.join(hostdir, "launcher.marshal"), "wb") as f:
             f.write(_launcher_code())
         expose = _expose_paths() if level == "strong" else []
-        launcher = [_python(), "-I", "-S", "-B", "-c", _BOOTSTRAP, os.path.join(hostdir, "launcher.marshal"),
-                    level, hostdir, str(uid), str(gid),
-                    str(status_w), ",".join(map(str, limits)), *expose]
+        launcher = [
+            _python(),
+            "-I",
+            "-S",
+            "-B",
+            "-c",
+            _BOOTSTRAP,
+            os.path.join(hostdir, "launcher.marshal"),
+            level,
+            hostdir,
+            str(uid),
+            str(gid),
+            str(status_w),
+            ",".join(map(str, limits)),
+            *expose,
+        ]
         cmd = launcher if level == "rlimits" else [*_unshare_command(level), *launcher]
         stdin_file = open(os.path.join(hostdir, "stdin"), "rb") if stdin else subprocess.DEVNULL  # noqa: SIM115
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-               "HOME": os.path.join(hostdir, "work"), "TMPDIR": os.path.join(hostdir, "work")}
-        proc = subprocess.Popen(cmd, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                pass_fds=(status_w,), close_fds=True, env=env, cwd=hostdir,
-                                start_new_session=True)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": os.path.join(hostdir, "work"),
+            "TMPDIR": os.path.join(hostdir, "work"),
+        }
+        proc = subprocess.Popen(
+            cmd,
+            stdin=stdin_file,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(status_w,),
+            close_fds=True,
+            env=env,
+            cwd=hostdir,
+            start_new_session=True,
+        )
         os.close(status_w)
         status_w = -1
         assert proc.stdout is not None and proc.stderr is not None
@@ -562,8 +364,9 @@ def execute(code: str, *, timeout: float, memory_mb: int, max_output: int, stdin
     return RawRun(stdout, stderr, exit_code, reason == "timeout", reason, level, time.monotonic() - started)
 
 
-def _collect_output(proc: subprocess.Popen[bytes], status_r: int, *, timeout: float, max_output: int
-                    ) -> tuple[str, str, list[str], str | None]:
+def _collect_output(
+    proc: subprocess.Popen[bytes], status_r: int, *, timeout: float, max_output: int
+) -> tuple[str, str, list[str], str | None]:
     """Read stdout, stderr and the status pipe until all close, the deadline passes, or output
     exceeds ``max_output`` bytes on a stream; kill the sandbox on the last two. Returns stdout,
     stderr, the status lines and why the sandbox was killed (None if it was not)."""
@@ -622,8 +425,19 @@ def _collect_output(proc: subprocess.Popen[bytes], status_r: int, *, timeout: fl
 
 def _probe(level: str) -> bool:
     try:
-        run = execute("print(6 * 7)", timeout=10.0, memory_mb=256, max_output=1000, stdin="", files={},
-                      max_processes=4, max_file_mb=1, disk_mb=1, max_open_files=32, isolation=level)
+        run = execute(
+            "print(6 * 7)",
+            timeout=10.0,
+            memory_mb=256,
+            max_output=1000,
+            stdin="",
+            files={},
+            max_processes=4,
+            max_file_mb=1,
+            disk_mb=1,
+            max_open_files=32,
+            isolation=level,
+        )
     except OSError as exc:
         _logger().debug("sandbox level %s unavailable: %s", level, exc)
         return False
@@ -645,7 +459,7 @@ def sandbox_isolation() -> str:
     cap = os.environ.get(_ENV_LEVEL, "strong")
     if cap not in _LEVELS:
         raise ValueError(f"{_ENV_LEVEL} must be one of {', '.join(_LEVELS)}, got {cap!r}.")
-    candidates = list(_LEVELS[_LEVELS.index(cap):])
+    candidates = list(_LEVELS[_LEVELS.index(cap) :])
     if shutil.which("unshare") is None:
         candidates = ["rlimits"]
     if os.geteuid() != 0 and "strong" in candidates:
@@ -654,11 +468,12 @@ def sandbox_isolation() -> str:
     if found != "strong":
         _logger().warning(
             "program sandbox: isolation level %r (%s); run as root with util-linux `unshare` for the "
-            "strong level (PID/network/mount namespaces, a separate uid).", found,
-            "namespaces, own uid kept" if found == "userns" else
-            "rlimits only: programs can use the network, write files and signal your processes")
+            "strong level (PID/network/mount namespaces, a separate uid).",
+            found,
+            "namespaces, own uid kept"
+            if found == "userns"
+            else "rlimits only: programs can use the network, write files and signal your processes",
+        )
     with _STATE.lock:
         _STATE.level = found
     return found
-
-

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any, Literal
 
 __all__ = ["SymbolicPool", "Verdict", "WorkerUnavailable"]
@@ -74,8 +75,9 @@ class _Worker:
         self.replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.ready = False
         assert self.proc.stdout is not None
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
-                         name=f"symbolic-worker-{self.proc.pid}").start()
+        threading.Thread(
+            target=self._read, args=(self.proc.stdout,), daemon=True, name=f"symbolic-worker-{self.proc.pid}"
+        ).start()
 
     def _read(self, stream: IO[str]) -> None:
         try:
@@ -88,16 +90,19 @@ class _Worker:
             pass
         self.replies.put(None)  # end of stream: the process exited or was killed
 
+    def _replies_until(self, deadline: float) -> Iterator[dict[str, Any] | None]:
+        """The child's replies as they come, until ``deadline`` (monotonic); None means it died."""
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                yield self.replies.get(timeout=left)
+            except queue.Empty:
+                return
+
     def wait_ready(self, timeout: float) -> bool:
         """Wait for the child's ``ready`` line (imports done); False if it died or is too slow."""
         if self.ready:
             return True
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = self.replies.get(timeout=left)
-            except queue.Empty:
-                break
+        for msg in self._replies_until(time.monotonic() + timeout):
             if msg is None:
                 return False
             if msg.get("ready"):
@@ -120,14 +125,11 @@ class _Worker:
         except (OSError, ValueError):
             logger.warning("symbolic worker %d died; starting another", self.proc.pid)
             return "different", False
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                msg = self.replies.get(timeout=left)
-            except queue.Empty:
-                break
+        for msg in self._replies_until(deadline):
             if msg is None:
-                logger.warning("symbolic worker %d died comparing %.80r and %.80r; judged different",
-                               self.proc.pid, gold, pred)
+                logger.warning(
+                    "symbolic worker %d died comparing %.80r and %.80r; judged different", self.proc.pid, gold, pred
+                )
                 return "different", False
             if msg.get("id") != request_id:
                 continue  # a stale reply; cannot happen while busy workers are killed, but be safe

@@ -15,21 +15,23 @@ Everything here is plain numpy; calibrators are small, picklable objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol
 
 import numpy as np
+from pydantic import AfterValidator, Field
 
 from tts.errors import ConfigError
 from tts.types import Candidate, Problem, Score
 
-from .base import VerifierCost, cost_of
+from .base import AVerifier, VerifierCost, VerifierOptions, build_verifier, cost_of, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
 __all__ = [
+    "CalibratedOptions",
     "CalibratedVerifier",
     "CalibrationReport",
     "Calibrator",
@@ -46,8 +48,9 @@ __all__ = [
 BinStrategy = Literal["uniform", "quantile"]
 
 
-def _arrays(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int | float] | np.ndarray,
-            probabilities: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(
+    scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int | float] | np.ndarray, probabilities: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores, dtype=float).ravel()
     y = np.asarray(labels, dtype=float).ravel()
     if s.shape != y.shape:
@@ -59,8 +62,10 @@ def _arrays(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int | 
     if not np.all((y == 0) | (y == 1)):
         raise ConfigError("labels must be 0/1 or booleans (1 = correct).")
     if probabilities and (s.min() < 0 or s.max() > 1):
-        raise ConfigError(f"scores must be probabilities in [0, 1] here, got range [{s.min():.3g}, {s.max():.3g}]; "
-                          "calibrate them first (PlattScaling maps any real score to [0, 1]).")
+        raise ConfigError(
+            f"scores must be probabilities in [0, 1] here, got range [{s.min():.3g}, {s.max():.3g}]; "
+            "calibrate them first (PlattScaling maps any real score to [0, 1])."
+        )
     return s, y
 
 
@@ -80,7 +85,7 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | n
         j = i
         while j + 1 < s.size and sorted_s[j + 1] == sorted_s[i]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
         i = j + 1
     u = ranks[y == 1].sum() - pos.size * (pos.size + 1) / 2
     return float(u / (pos.size * neg.size))
@@ -100,8 +105,13 @@ class ReliabilityCurve:
     def ece(self) -> float:
         """Expected calibration error: count-weighted mean |accuracy - confidence| over bins."""
         total = sum(self.counts)
-        return float(sum(n * abs(a - c) for n, a, c in zip(self.counts, self.accuracy, self.confidence, strict=True))
-                     / total) if total else 0.0
+        return (
+            float(
+                sum(n * abs(a - c) for n, a, c in zip(self.counts, self.accuracy, self.confidence, strict=True)) / total
+            )
+            if total
+            else 0.0
+        )
 
 
 def _edges(s: np.ndarray, bins: int, strategy: BinStrategy) -> np.ndarray:
@@ -116,8 +126,12 @@ def _edges(s: np.ndarray, bins: int, strategy: BinStrategy) -> np.ndarray:
     raise ConfigError(f"strategy must be 'uniform' or 'quantile', got {strategy!r}.")
 
 
-def reliability_curve(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
-                      bins: int = 10, strategy: BinStrategy = "uniform") -> ReliabilityCurve:
+def reliability_curve(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[bool | int] | np.ndarray,
+    bins: int = 10,
+    strategy: BinStrategy = "uniform",
+) -> ReliabilityCurve:
     """Bins probabilities (``uniform`` width or ``quantile`` = equal counts) and compares each bin's
     mean score with its fraction of positives; a calibrated scorer lies on the diagonal."""
     s, y = _arrays(scores, labels, probabilities=True)
@@ -134,8 +148,12 @@ def reliability_curve(scores: Sequence[float] | np.ndarray, labels: Sequence[boo
     return ReliabilityCurve(tuple(float(e) for e in edges), tuple(conf), tuple(acc), tuple(counts))
 
 
-def expected_calibration_error(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
-                               bins: int = 10, strategy: BinStrategy = "uniform") -> float:
+def expected_calibration_error(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[bool | int] | np.ndarray,
+    bins: int = 10,
+    strategy: BinStrategy = "uniform",
+) -> float:
     """ECE: the count-weighted mean gap between confidence and accuracy over the reliability bins."""
     return reliability_curve(scores, labels, bins, strategy).ece
 
@@ -143,8 +161,7 @@ def expected_calibration_error(scores: Sequence[float] | np.ndarray, labels: Seq
 class Calibrator(Protocol):
     """Maps raw scores to calibrated probabilities (fit first)."""
 
-    def __call__(self, scores: Sequence[float] | np.ndarray) -> np.ndarray:
-        ...
+    def __call__(self, scores: Sequence[float] | np.ndarray) -> np.ndarray: ...
 
 
 @dataclass
@@ -167,8 +184,9 @@ class PlattScaling:
         clipped = np.clip(scores, 1e-6, 1 - 1e-6)
         return np.asarray(np.log(clipped / (1 - clipped)))
 
-    def fit(self, scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
-            iterations: int = 100) -> PlattScaling:
+    def fit(
+        self, scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray, iterations: int = 100
+    ) -> PlattScaling:
         raw, y = _arrays(scores, labels)
         s = self._x(raw)
         n_pos, n_neg = y.sum(), y.size - y.sum()
@@ -202,8 +220,9 @@ class IsotonicCalibration:
     x: np.ndarray = field(default_factory=lambda: np.zeros(0))
     y: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    def fit(self, scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray
-            ) -> IsotonicCalibration:
+    def fit(
+        self, scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray
+    ) -> IsotonicCalibration:
         s, lab = _arrays(scores, labels)
         order = np.argsort(s, kind="mergesort")
         xs, ys = s[order], lab[order]
@@ -226,7 +245,7 @@ class IsotonicCalibration:
         fitted = np.empty(ux.size)
         bounds = [*lows, ux.size]
         for i, v in enumerate(vals):
-            fitted[bounds[i]:bounds[i + 1]] = v
+            fitted[bounds[i] : bounds[i + 1]] = v
         self.x, self.y = ux, fitted
         return self
 
@@ -236,9 +255,11 @@ class IsotonicCalibration:
         return np.asarray(np.interp(np.asarray(scores, dtype=float), self.x, self.y))
 
 
-def fit_calibrator(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
-                   method: Literal["platt", "platt_logit", "isotonic"] = "platt"
-                   ) -> PlattScaling | IsotonicCalibration:
+def fit_calibrator(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[bool | int] | np.ndarray,
+    method: Literal["platt", "platt_logit", "isotonic"] = "platt",
+) -> PlattScaling | IsotonicCalibration:
     """A calibrator fitted on labelled scores (1 = the candidate was correct): ``platt`` on raw
     scores, ``platt_logit`` on the log-odds of probability scores, or ``isotonic``."""
     if method in ("platt", "platt_logit"):
@@ -258,14 +279,34 @@ class CalibrationReport:
     after: ReliabilityCurve
 
 
-def calibration_report(scores: Sequence[float] | np.ndarray, labels: Sequence[bool | int] | np.ndarray,
-                       calibrator: Calibrator, bins: int = 10, strategy: BinStrategy = "uniform"
-                       ) -> CalibrationReport:
+def _calibrator(c: Any) -> Any:
+    if not callable(c):
+        raise ValueError(f"calibrator must be a fitted calibrator (callable on scores), got {type(c).__name__}")
+    return c
+
+
+def calibration_report(
+    scores: Sequence[float] | np.ndarray,
+    labels: Sequence[bool | int] | np.ndarray,
+    calibrator: Calibrator,
+    bins: int = 10,
+    strategy: BinStrategy = "uniform",
+) -> CalibrationReport:
     """Reliability before and after ``calibrator``; evaluate on scores it was not fitted on."""
     s, y = _arrays(scores, labels, probabilities=True)
     before = reliability_curve(s, y, bins, strategy)
     after = reliability_curve(np.clip(calibrator(s), 0.0, 1.0), y, bins, strategy)
     return CalibrationReport(before.ece, after.ece, before, after)
+
+
+class CalibratedOptions(VerifierOptions):
+    """Options of :class:`CalibratedVerifier`."""
+
+    verifier: AVerifier
+    calibrator: Annotated[Any, AfterValidator(_calibrator)]
+    """A fitted :class:`Calibrator` (callable on an array of scores)."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """``passed = calibrated >= threshold``; None keeps the inner verifier's verdict."""
 
 
 class CalibratedVerifier:
@@ -276,17 +317,23 @@ class CalibratedVerifier:
     """
 
     name: ClassVar[str] = "calibrated"
+    Options = CalibratedOptions
 
-    def __init__(self, verifier: object, calibrator: Calibrator, *, threshold: float | None = None) -> None:
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"CalibratedVerifier threshold must be in [0, 1], got {threshold}.")
-        self.verifier = verifier
-        self.calibrator = calibrator
-        self.threshold = threshold
-        self.cost: VerifierCost = cost_of(verifier)
+    def __init__(
+        self, options: CalibratedOptions | object = None, calibrator: Calibrator | None = None, /, **kw: Any
+    ) -> None:
+        if options is not None and not isinstance(options, CalibratedOptions | Mapping):
+            options, kw = None, {"verifier": options, **kw}
+        if calibrator is not None:
+            kw["calibrator"] = calibrator
+        self.options = o = verifier_options(CalibratedOptions, options, kw, self.name)
+        self.verifier = build_verifier(o.verifier)
+        self.calibrator: Calibrator = o.calibrator
+        self.threshold = o.threshold
+        self.cost: VerifierCost = cost_of(self.verifier)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[Score]:
-        raw: list[Score] = await self.verifier.score(problem, candidates, ctx)  # type: ignore[attr-defined]
+        raw: list[Score] = await self.verifier.score(problem, candidates, ctx)
         if not raw:
             return []
         values = self.calibrator([s.value for s in raw])
@@ -294,6 +341,13 @@ class CalibratedVerifier:
         for s, v in zip(raw, values, strict=True):
             steps = tuple(float(x) for x in self.calibrator(list(s.steps))) if s.steps else s.steps
             passed = s.passed if self.threshold is None else bool(v >= self.threshold)
-            out.append(Score(value=float(v), passed=passed, feedback=s.feedback,
-                             verifier=f"{self.name}({s.verifier})", steps=steps))
+            out.append(
+                Score(
+                    value=float(v),
+                    passed=passed,
+                    feedback=s.feedback,
+                    verifier=f"{self.name}({s.verifier})",
+                    steps=steps,
+                )
+            )
         return out

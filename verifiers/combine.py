@@ -18,23 +18,37 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, Field, model_validator
 
 from tts.errors import ConfigError
 from tts.types import Candidate, Problem, Score
 
-from .base import VerifierCost, cost_of
+from .base import (
+    AVerifier,
+    VerifierCost,
+    VerifierOptions,
+    build_verifier,
+    cost_of,
+    verifier_options,
+    verifier_part,
+)
 
 if TYPE_CHECKING:
     from tts.context import Context
 
 __all__ = [
     "AllPass",
+    "AllPassOptions",
+    "CachedOptions",
     "CachedVerifier",
     "Cascade",
+    "CascadeOptions",
     "Stage",
     "WeightedSum",
+    "WeightedSumOptions",
     "candidate_hash",
     "combined_cost",
     "passes",
@@ -76,17 +90,23 @@ async def _run(verifier: object, problem: Problem, candidates: Sequence[Candidat
         return []
     scores: list[Score] = await verifier.score(problem, candidates, ctx)  # type: ignore[attr-defined]
     if len(scores) != len(candidates):
-        raise ConfigError(f"verifier {_name(verifier)!r} returned {len(scores)} scores for {len(candidates)} "
-                          "candidates; a verifier must return one score per candidate, in order.")
+        raise ConfigError(
+            f"verifier {_name(verifier)!r} returned {len(scores)} scores for {len(candidates)} "
+            "candidates; a verifier must return one score per candidate, in order."
+        )
     return scores
 
 
-def _check_verifiers(verifiers: Sequence[object], who: str) -> None:
-    if not verifiers:
-        raise ConfigError(f"{who} needs at least one verifier, got none.")
-    for v in verifiers:
-        if not callable(getattr(v, "score", None)):
-            raise ConfigError(f"{who}: {v!r} is not a verifier; pass objects with an async score() method.")
+Verifiers = Annotated[list[AVerifier], Field(min_length=1, strict=False)]
+
+
+def _first_is_parts(first: Any) -> bool:
+    """Whether a combinator's positional argument is its parts rather than its options."""
+    return (
+        first is not None
+        and not isinstance(first, VerifierOptions)
+        and not (isinstance(first, Mapping) and all(isinstance(k, str) for k in first))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -94,35 +114,73 @@ def _check_verifiers(verifiers: Sequence[object], who: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+class WeightedSumOptions(VerifierOptions):
+    """Options of :class:`WeightedSum`."""
+
+    verifiers: Verifiers
+    """The parts: verifiers or verifier specs (``[math, {name: judge, weight: 2}]``); a mapping
+    verifier -> weight sets ``weights`` too."""
+    weights: Annotated[list[float], Field(strict=False)] | None = None
+    """One weight per verifier, >= 0 with a positive sum; None: the specs' ``weight`` (1 for built
+    verifiers)."""
+    threshold: float | None = None
+    """``passed = value >= threshold``; None leaves ``passed`` unset."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("verifiers"), Mapping):
+            if data.get("weights") is not None:
+                raise ValueError("give weights either as a mapping or as weights=, not both")
+            parts = data["verifiers"]
+            data = {**data, "verifiers": list(parts), "weights": [float(w) for w in parts.values()]}
+        return data
+
+    def effective_weights(self) -> list[float]:
+        """``weights``, else each part's spec ``weight`` (1 for a built verifier)."""
+        if self.weights is not None:
+            return list(self.weights)
+        return [
+            1.0 if callable(getattr(v, "score", None)) else float(getattr(v, "weight", 1.0)) for v in self.verifiers
+        ]
+
+    @model_validator(mode="after")
+    def _weights(self) -> WeightedSumOptions:
+        w = self.effective_weights()
+        if len(w) != len(self.verifiers):
+            raise ValueError(f"weights must have one entry per verifier ({len(self.verifiers)}), got {len(w)}.")
+        if any(x < 0 for x in w) or sum(w) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {w}.")
+        return self
+
+
 class WeightedSum:
     """Value = sum_i w_i * value_i / sum_i w_i over the verifiers, run concurrently.
 
-    ``verifiers`` is a list (equal weights unless ``weights`` is given) or a mapping verifier ->
-    weight. ``passed`` is ``value >= threshold`` with a threshold, else None. Feedback lists each
-    part's value and feedback, so ``refine`` sees every reason.
+    ``WeightedSum([a, b], [1.0, 3.0])`` or ``WeightedSum({a: 1.0, b: 3.0})``. ``passed`` is
+    ``value >= threshold`` with a threshold, else None. Feedback lists each part's value and
+    feedback, so ``refine`` sees every reason.
     """
 
     name: ClassVar[str] = "weighted_sum"
+    Options = WeightedSumOptions
 
-    def __init__(self, verifiers: Sequence[object] | Mapping[Any, float], weights: Sequence[float] | None = None,
-                 *, threshold: float | None = None) -> None:
-        if isinstance(verifiers, Mapping):
-            if weights is not None:
-                raise ConfigError("WeightedSum: give weights either as a mapping or as weights=, not both.")
-            parts, weights = list(verifiers), list(verifiers.values())
-        else:
-            parts = list(verifiers)
-            weights = [1.0] * len(parts) if weights is None else list(weights)
-        _check_verifiers(parts, "WeightedSum")
-        if len(weights) != len(parts):
-            raise ConfigError(f"WeightedSum weights must have one entry per verifier ({len(parts)}), "
-                              f"got {len(weights)}.")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ConfigError(f"WeightedSum weights must be >= 0 with a positive sum, got {list(weights)}.")
-        self.verifiers = parts
-        self.weights = [float(w) for w in weights]
-        self.threshold = threshold
-        self.cost = combined_cost(parts)
+    def __init__(
+        self,
+        options: WeightedSumOptions | Sequence[object] | Mapping[Any, Any] | None = None,
+        weights: Sequence[float] | None = None,
+        /,
+        **kw: Any,
+    ) -> None:
+        if _first_is_parts(options):
+            options, kw = None, {"verifiers": options, **kw}
+        if weights is not None:
+            kw["weights"] = weights
+        self.options = verifier_options(WeightedSumOptions, options, kw, self.name)
+        self.verifiers = [build_verifier(v) for v in self.options.verifiers]
+        self.weights = self.options.effective_weights()
+        self.threshold = self.options.threshold
+        self.cost = combined_cost(self.verifiers)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[Score]:
         per_verifier = await asyncio.gather(*(_run(v, problem, candidates, ctx) for v in self.verifiers))
@@ -131,11 +189,19 @@ class WeightedSum:
         for i in range(len(candidates)):
             parts = [scores[i] for scores in per_verifier]
             value = sum(w * s.value for w, s in zip(self.weights, parts, strict=True)) / total
-            feedback = "\n".join(f"{_name(v)}={s.value:.3g}" + (f": {s.feedback}" if s.feedback else "")
-                                 for v, s in zip(self.verifiers, parts, strict=True))
+            feedback = "\n".join(
+                f"{_name(v)}={s.value:.3g}" + (f": {s.feedback}" if s.feedback else "")
+                for v, s in zip(self.verifiers, parts, strict=True)
+            )
             passed = None if self.threshold is None else value >= self.threshold
             out.append(Score(value=value, passed=passed, feedback=feedback, verifier=self.name))
         return out
+
+
+class AllPassOptions(VerifierOptions):
+    """Options of :class:`AllPass`."""
+
+    verifiers: Verifiers
 
 
 class AllPass:
@@ -144,10 +210,13 @@ class AllPass:
     candidates; use :class:`Cascade` to spare later verifiers the candidates already rejected."""
 
     name: ClassVar[str] = "all_pass"
+    Options = AllPassOptions
 
-    def __init__(self, verifiers: Sequence[object]) -> None:
-        _check_verifiers(list(verifiers), "AllPass")
-        self.verifiers = list(verifiers)
+    def __init__(self, options: AllPassOptions | Sequence[object] | None = None, /, **kw: Any) -> None:
+        if _first_is_parts(options):
+            options, kw = None, {"verifiers": options, **kw}
+        self.options = verifier_options(AllPassOptions, options, kw, self.name)
+        self.verifiers = [build_verifier(v) for v in self.options.verifiers]
         self.cost = combined_cost(self.verifiers)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[Score]:
@@ -157,16 +226,18 @@ class AllPass:
             parts = [scores[i] for scores in per_verifier]
             failed = [(v, s) for v, s in zip(self.verifiers, parts, strict=True) if not passes(s)]
             feedback = "\n".join(f"{_name(v)} failed" + (f": {s.feedback}" if s.feedback else "") for v, s in failed)
-            out.append(Score(value=min(s.value for s in parts), passed=not failed, feedback=feedback,
-                             verifier=self.name))
+            out.append(
+                Score(value=min(s.value for s in parts), passed=not failed, feedback=feedback, verifier=self.name)
+            )
         return out
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One cascade stage: a verifier and which candidates it lets through to the next stage:
-    those with ``value >= threshold`` (or, without a threshold, those that pass per
-    :func:`passes`), at most the ``top_k`` best of them when ``top_k`` is set."""
+    """One cascade stage: a verifier (or a verifier spec, built by the cascade) and which
+    candidates it lets through to the next stage: those with ``value >= threshold`` (or, without a
+    threshold, those that pass per :func:`passes`), at most the ``top_k`` best of them when
+    ``top_k`` is set."""
 
     verifier: Any
     threshold: float | None = None
@@ -175,6 +246,7 @@ class Stage:
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_k < 1:
             raise ConfigError(f"Stage top_k must be >= 1 or None, got {self.top_k}.")
+        object.__setattr__(self, "verifier", verifier_part(self.verifier))
 
     def keep(self, scores: Sequence[Score]) -> list[int]:
         """Indices (into ``scores``) of the candidates this stage lets through, in input order."""
@@ -183,6 +255,24 @@ class Stage:
             best = sorted(kept, key=lambda i: -scores[i].value)[: self.top_k]  # stable: earlier first on ties
             kept = sorted(best)
         return kept
+
+
+def _stage(s: Any) -> Stage:
+    if isinstance(s, Stage):
+        return s
+    if isinstance(s, Mapping) and "verifier" in s:
+        return Stage(**s)
+    return Stage(s)
+
+
+class CascadeOptions(VerifierOptions):
+    """Options of :class:`Cascade`."""
+
+    stages: Annotated[list[Annotated[Any, AfterValidator(_stage)]], Field(min_length=1, strict=False)]
+    """:class:`Stage` objects, ``{verifier, threshold, top_k}`` mappings, or verifiers (built, or
+    specs such as ``math`` / ``{name: judge}``) that keep what passes."""
+    rejected_value: float = 0.0
+    """The value of a candidate a stage rejected."""
 
 
 class Cascade:
@@ -195,11 +285,14 @@ class Cascade:
     """
 
     name: ClassVar[str] = "cascade"
+    Options = CascadeOptions
 
-    def __init__(self, stages: Sequence[Stage | object], *, rejected_value: float = 0.0) -> None:
-        self.stages = [s if isinstance(s, Stage) else Stage(s) for s in stages]
-        _check_verifiers([s.verifier for s in self.stages], "Cascade")
-        self.rejected_value = rejected_value
+    def __init__(self, options: CascadeOptions | Sequence[Stage | object] | None = None, /, **kw: Any) -> None:
+        if _first_is_parts(options):
+            options, kw = None, {"stages": options, **kw}
+        self.options = verifier_options(CascadeOptions, options, kw, self.name)
+        self.stages = [replace(s, verifier=build_verifier(s.verifier)) for s in self.options.stages]
+        self.rejected_value = self.options.rejected_value
         self.cost = combined_cost([s.verifier for s in self.stages])
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[Score]:
@@ -216,8 +309,12 @@ class Cascade:
             for j, (i, s) in enumerate(zip(alive, scores, strict=True)):
                 if j not in kept:
                     why = s.feedback or f"value {s.value:.3g}"
-                    result[i] = Score(value=self.rejected_value, passed=False, verifier=self.name,
-                                      feedback=f"rejected by stage {k + 1} ({_name(stage.verifier)}): {why}")
+                    result[i] = Score(
+                        value=self.rejected_value,
+                        passed=False,
+                        verifier=self.name,
+                        feedback=f"rejected by stage {k + 1} ({_name(stage.verifier)}): {why}",
+                    )
             alive = [i for j, i in enumerate(alive) if j in kept]
             if not alive:
                 break
@@ -234,6 +331,16 @@ def candidate_hash(problem: Problem, candidate: Candidate, salt: str = "") -> st
     return h.hexdigest()
 
 
+class CachedOptions(VerifierOptions):
+    """Options of :class:`CachedVerifier`."""
+
+    verifier: AVerifier
+    cache: Any = None
+    """A mutable mapping from :func:`candidate_hash` to :class:`Score`; None: a new dict."""
+    salt: str | None = None
+    """Part of every key (the verifier's name when None)."""
+
+
 class CachedVerifier:
     """Scores each (problem, candidate) once: repeats (the same text sampled twice, a candidate
     rescored by a later strategy step) come from ``cache``, a dict by default or any mutable
@@ -244,14 +351,20 @@ class CachedVerifier:
     """
 
     name: ClassVar[str] = "cached"
+    Options = CachedOptions
 
-    def __init__(self, verifier: object, cache: MutableMapping[str, Score] | None = None, *,
-                 salt: str | None = None) -> None:
-        _check_verifiers([verifier], "CachedVerifier")
-        self.verifier = verifier
-        self.cache: MutableMapping[str, Score] = {} if cache is None else cache
-        self.salt = _name(verifier) if salt is None else salt
-        self.cost = cost_of(verifier)
+    def __init__(
+        self, options: CachedOptions | object = None, cache: MutableMapping[str, Score] | None = None, /, **kw: Any
+    ) -> None:
+        if _first_is_parts(options):
+            options, kw = None, {"verifier": options, **kw}
+        if cache is not None:
+            kw["cache"] = cache
+        self.options = o = verifier_options(CachedOptions, options, kw, self.name)
+        self.verifier = build_verifier(o.verifier)
+        self.cache: MutableMapping[str, Score] = {} if o.cache is None else o.cache
+        self.salt = _name(self.verifier) if o.salt is None else o.salt
+        self.cost = cost_of(self.verifier)
         self.hits = 0
         self.misses = 0
 
@@ -275,8 +388,7 @@ class CachedVerifier:
 # --------------------------------------------------------------------------------------------------
 
 
-def prune(candidates: Sequence[Candidate], threshold: float | None = 0.5, *, keep_at_least: int = 0
-          ) -> list[Candidate]:
+def prune(candidates: Sequence[Candidate], threshold: float | None = 0.5, *, keep_at_least: int = 0) -> list[Candidate]:
     """The candidates whose latest score passes (see :func:`passes`), in their order. With
     ``keep_at_least=k`` the k best-scored are kept even when fewer pass (so a strategy never
     ends with nothing to choose from). Unscored candidates are dropped."""
@@ -290,8 +402,7 @@ def prune(candidates: Sequence[Candidate], threshold: float | None = 0.5, *, kee
 
 
 def _ranked(candidates: Sequence[Candidate]) -> list[int]:
-    return sorted(range(len(candidates)),
-                  key=lambda i: (candidates[i].score is None, -(candidates[i].score or 0.0), i))
+    return sorted(range(len(candidates)), key=lambda i: (candidates[i].score is None, -(candidates[i].score or 0.0), i))
 
 
 def rerank(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -299,8 +410,14 @@ def rerank(candidates: Sequence[Candidate]) -> list[Candidate]:
     return [candidates[i] for i in _ranked(candidates)]
 
 
-async def verify_and_prune(ctx: Context, candidates: list[Candidate], verifier: object = None,
-                           threshold: float | None = 0.5, *, keep_at_least: int = 0) -> list[Candidate]:
+async def verify_and_prune(
+    ctx: Context,
+    candidates: list[Candidate],
+    verifier: object = None,
+    threshold: float | None = 0.5,
+    *,
+    keep_at_least: int = 0,
+) -> list[Candidate]:
     """Score through ``ctx.verify`` (counted in usage, scores appended), then :func:`prune`."""
     if candidates:
         await ctx.verify(candidates, verifier)

@@ -17,22 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import field_validator
 
 from tts.errors import ConfigError
 from tts.retrieval.embedders import Embedder, SentenceTransformerEmbedder
 from tts.types import Candidate, Problem, Score
 
-from .base import VerifierCost
+from .base import VerifierCost, VerifierOptions, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
-__all__ = ["ConsistencyVerifier", "Embedder", "SentenceTransformerEmbedder", "answer_agreement",
-           "embedding_agreement"]
+__all__ = [
+    "ConsistencyOptions",
+    "ConsistencyVerifier",
+    "Embedder",
+    "SentenceTransformerEmbedder",
+    "answer_agreement",
+    "embedding_agreement",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,29 +70,40 @@ def embedding_agreement(vectors: Any) -> list[float]:
     return [float((sims[i].sum() - sims[i, i]) / (n - 1)) for i in range(n)]
 
 
-class ConsistencyVerifier:
-    """Scores each candidate by its agreement with the others (see module docstring).
+class ConsistencyOptions(VerifierOptions):
+    """Options of :class:`ConsistencyVerifier` (``ConsistencyVerifier("embedding")`` sets ``mode``)."""
 
-    ``threshold``: ``passed = value >= threshold`` when set. ``field`` chooses what is embedded in
-    embedding mode: the whole ``text`` or the extracted ``answer`` (falling back to the text).
-    A lone candidate agrees with itself: 1.0 (0.0 in answer mode when it has no answer).
+    mode: Literal["answer", "embedding"] = "answer"
+    embedder: Any = None
+    """An :class:`Embedder` (``embed(texts)``); None: :class:`SentenceTransformerEmbedder`, loaded on use."""
+    field: Literal["text", "answer"] = "text"
+    """What embedding mode embeds: the whole text or the extracted answer (falling back to the text)."""
+    threshold: float | None = None
+    """``passed = value >= threshold`` when set."""
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, v: Any) -> Any:
+        if v is not None and not callable(getattr(v, "embed", None)):
+            raise ValueError("embedder must have an embed(texts) method")
+        return v
+
+
+class ConsistencyVerifier:
+    """Scores each candidate by its agreement with the others (see module docstring and
+    :class:`ConsistencyOptions`). A lone candidate agrees with itself: 1.0 (0.0 in answer mode
+    when it has no answer).
     """
 
     name: ClassVar[str] = "consistency"
+    Options = ConsistencyOptions
 
-    def __init__(self, mode: Literal["answer", "embedding"] = "answer", *, embedder: Embedder | None = None,
-                 field: Literal["text", "answer"] = "text", threshold: float | None = None) -> None:
-        if mode not in ("answer", "embedding"):
-            raise ConfigError(f"ConsistencyVerifier mode must be 'answer' or 'embedding', got {mode!r}.")
-        if field not in ("text", "answer"):
-            raise ConfigError(f"ConsistencyVerifier field must be 'text' or 'answer', got {field!r}.")
-        if embedder is not None and not callable(getattr(embedder, "embed", None)):
-            raise ConfigError("ConsistencyVerifier embedder must have an embed(texts) method.")
-        self.mode = mode
-        self.field = field
-        self.threshold = threshold
-        self._embedder = embedder
-        self.cost = VerifierCost(kind="rule", calls=0) if mode == "answer" else VerifierCost(kind="model", calls=1)
+    def __init__(self, options: ConsistencyOptions | Mapping[str, Any] | str | None = None, **kw: Any) -> None:
+        self.options = verifier_options(ConsistencyOptions, options, kw, self.name, first="mode")
+        self._embedder: Embedder | None = self.options.embedder
+        self.cost = (
+            VerifierCost(kind="rule", calls=0) if self.options.mode == "answer" else VerifierCost(kind="model", calls=1)
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -100,19 +118,23 @@ class ConsistencyVerifier:
             return None
         return ctx.canonical(c.answer) if ctx is not None else c.answer.strip()
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
         if not candidates:
             return []
-        if self.mode == "answer":
+        o = self.options
+        if o.mode == "answer":
             keys = [self._key(c, ctx) for c in candidates]
             values = answer_agreement(keys)
-            notes = ["no answer" if k is None else f"{round(v * (len(keys) - 1))} of {len(keys) - 1} others agree"
-                     for k, v in zip(keys, values, strict=True)]
+            notes = [
+                "no answer" if k is None else f"{round(v * (len(keys) - 1))} of {len(keys) - 1} others agree"
+                for k, v in zip(keys, values, strict=True)
+            ]
         else:
-            texts = [c.answer if self.field == "answer" and c.answer else c.text for c in candidates]
+            texts = [c.answer if o.field == "answer" and c.answer else c.text for c in candidates]
             vectors = await asyncio.to_thread(self.embedder.embed, texts)
             values = embedding_agreement(vectors)
             notes = [f"mean cosine similarity {v:.3f} with the other candidates" for v in values]
-        return [Score(value=v, passed=None if self.threshold is None else v >= self.threshold, feedback=note,
-                      verifier=self.name) for v, note in zip(values, notes, strict=True)]
+        return [
+            Score(value=v, passed=None if o.threshold is None else v >= o.threshold, feedback=note, verifier=self.name)
+            for v, note in zip(values, notes, strict=True)
+        ]

@@ -6,9 +6,8 @@ supported by its best passage (max P(entailment)); the candidate's value aggrega
 (``mean``: the supported fraction, softly; ``min``: the weakest claim), and the feedback lists the
 unsupported and contradicted claims, which is what ``refine`` should fix.
 
-Evidence: ``problem.metadata["passages"]`` (strings, or dicts with ``text``), else the retriever
-in ``ctx.extras["retriever"]``: a callable ``(query, k) -> passages`` or an object with
-``retrieve(query, k)``, sync or async, queried with each claim (or the question).
+Evidence: ``problem.metadata["passages"]`` (strings, or dicts with ``text``), else the context's
+retriever through ``ctx.retrieve(query, k)``, queried with each claim (or the question).
 
 NLI models (one method, ``async nli(pairs, ctx) -> [NLIResult]``):
 
@@ -22,24 +21,33 @@ NLI models (one method, ``async nli(pairs, ctx) -> [NLIResult]``):
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
-import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
 
-from tts.errors import ConfigError, ModelNotFound
+from pydantic import Field
+
+from tts.errors import ConfigError
 from tts.sampling import SamplingParams
 from tts.types import Candidate, Problem, Request, Score
 
-from .base import VerifierCost
+from ._hf import LazyClassifier, device_of, load_classifier
+from .base import VerifierCost, VerifierOptions, fill_template, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
-__all__ = ["FactCheckVerifier", "HFNLIModel", "JudgeNLI", "NLIModel", "NLIResult", "gather_passages",
-           "split_claims"]
+__all__ = [
+    "FactCheckOptions",
+    "FactCheckVerifier",
+    "HFNLIModel",
+    "JudgeNLI",
+    "NLIModel",
+    "NLIResult",
+    "gather_passages",
+    "split_claims",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +63,7 @@ class NLIResult(NamedTuple):
 class NLIModel(Protocol):
     """Judges (premise, hypothesis) pairs."""
 
-    async def nli(self, pairs: Sequence[tuple[str, str]], ctx: Context | None) -> list[NLIResult]:
-        ...
+    async def nli(self, pairs: Sequence[tuple[str, str]], ctx: Context | None) -> list[NLIResult]: ...
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -97,29 +104,20 @@ def _passage_text(p: Any) -> str:
     raise ConfigError(f"passage {p!r} has no text: use strings, dicts with 'text', or objects with .text.")
 
 
-async def _call_retriever(retriever: Any, query: str, k: int) -> list[str]:
-    fn = getattr(retriever, "retrieve", None) or retriever
-    if not callable(fn):
-        raise ConfigError("ctx.extras['retriever'] must be callable(query, k) or have retrieve(query, k).")
-    found = fn(query, k)
-    if inspect.isawaitable(found):
-        found = await found
-    return [_passage_text(p) for p in found]
-
-
-async def gather_passages(problem: Problem, queries: Sequence[str], ctx: Context | None, k: int
-                          ) -> list[list[str]]:
+async def gather_passages(problem: Problem, queries: Sequence[str], ctx: Context | None, k: int) -> list[list[str]]:
     """Evidence for each query: the problem's own passages (the same for every query) or the
     retriever's top ``k`` per query."""
     given = problem.metadata.get("passages")
     if given is not None:
         passages = [_passage_text(p) for p in ([given] if isinstance(given, str) else given)]
         return [passages for _ in queries]
-    retriever = ctx.extras.get("retriever") if ctx is not None else None
-    if retriever is None:
-        raise ConfigError(f"fact check needs evidence for problem {problem.id!r}: set "
-                          "problem.metadata['passages'] or ctx.extras['retriever'].")
-    return list(await asyncio.gather(*(_call_retriever(retriever, q, k) for q in queries)))
+    if ctx is None or ctx.retriever is None:
+        raise ConfigError(
+            f"fact check needs evidence for problem {problem.id!r}: set "
+            "problem.metadata['passages'] or give the run a retriever."
+        )
+    found = await asyncio.gather(*(ctx.retrieve(q, k) for q in queries))
+    return [[_passage_text(p) for p in passages] for passages in found]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,49 +138,46 @@ def _find_label(id2label: dict[int, str], wanted: str | None, pattern: str, what
     raise ConfigError(f"the NLI model has no {what} label among {sorted(names.values())}; pass {what}_label=NAME.")
 
 
-class HFNLIModel:
+class HFNLIModel(LazyClassifier):
     """A transformers NLI cross-encoder, loaded on first use; labels read from ``config.id2label``
     (names containing "entail" and "contradict", or ``entailment_label`` /
     ``contradiction_label``). Pairs run in batches of ``batch_size`` off the event loop."""
 
-    def __init__(self, model: str, *, batch_size: int = 32, device: str = "auto", max_length: int | None = 512,
-                 entailment_label: str | None = None, contradiction_label: str | None = None,
-                 trust_remote_code: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 32,
+        device: str = "auto",
+        max_length: int | None = 512,
+        entailment_label: str | None = None,
+        contradiction_label: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-        self.model_name = model
+        super().__init__(model, device=device, max_length=max_length, trust_remote_code=trust_remote_code)
         self.batch_size = batch_size
-        self.device = device
-        self.max_length = max_length
         self.entailment_label = entailment_label
         self.contradiction_label = contradiction_label
-        self.trust_remote_code = trust_remote_code
-        self._lock = threading.Lock()
-        self._loaded: tuple[Any, Any, int, int] | None = None
 
     def load(self) -> tuple[Any, Any, int, int]:
         """Model, tokenizer, entailment column and contradiction column."""
-        with self._lock:
-            if self._loaded is None:
-                self._loaded = self._load()
-        return self._loaded
+        loaded: tuple[Any, Any, int, int] = super().load()
+        return loaded
 
     def _load(self) -> tuple[Any, Any, int, int]:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name, trust_remote_code=self.trust_remote_code)
-            model = AutoModelForSequenceClassification.from_pretrained(self.model_name,
-                                                                       trust_remote_code=self.trust_remote_code)
-        except OSError as exc:
-            raise ModelNotFound(f"NLI model {self.model_name!r} not found ({exc}); pass a local directory or a "
-                                "downloadable cross-encoder id such as cross-encoder/nli-deberta-v3-small.") from None
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if getattr(model.config, "pad_token_id", None) is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
+        device = device_of(self.device)
+        tokenizer, model = load_classifier(
+            self.model_name,
+            AutoModelForSequenceClassification,
+            what="NLI model",
+            hint="pass a local directory or a downloadable cross-encoder id such as "
+            "cross-encoder/nli-deberta-v3-small.",
+            trust_remote_code=self.trust_remote_code,
+        )
         id2label = model.config.id2label
         entail = _find_label(id2label, self.entailment_label, r"entail", "entailment")
         contra = _find_label(id2label, self.contradiction_label, r"contradict", "contradiction")
@@ -197,11 +192,8 @@ class HFNLIModel:
         model, tokenizer, entail, contra = self.load()
         out: list[NLIResult] = []
         for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start:start + self.batch_size]
-            kw: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
-            if self.max_length is not None:
-                kw.update(truncation=True, max_length=self.max_length)
-            batch = tokenizer([p for p, _ in chunk], [h for _, h in chunk], **kw).to(model.device)
+            chunk = pairs[start : start + self.batch_size]
+            batch = self.encode(tokenizer, model, [p for p, _ in chunk], [h for _, h in chunk])
             with torch.inference_mode():
                 probs = model(**batch).logits.float().softmax(-1).cpu().tolist()
             out += [NLIResult(row[entail], row[contra]) for row in probs]
@@ -213,8 +205,10 @@ class HFNLIModel:
         return await asyncio.to_thread(self.predict, list(pairs))
 
 
-JUDGE_NLI_TEMPLATE = ("[Passage]\n{premise}\n\n[Claim]\n{hypothesis}\n\n"
-                      "Does the passage support the claim? Answer supported, contradicted or unknown.")
+JUDGE_NLI_TEMPLATE = (
+    "[Passage]\n{premise}\n\n[Claim]\n{hypothesis}\n\n"
+    "Does the passage support the claim? Answer supported, contradicted or unknown."
+)
 
 
 class JudgeNLI:
@@ -233,8 +227,10 @@ class JudgeNLI:
 
         constraint = choice_constraint(ctx, ["supported", "contradicted", "unknown"])
         params = SamplingParams(temperature=0.0, max_tokens=self.max_tokens, constraint=constraint)
-        requests = [Request.chat(self.template.format(premise=p, hypothesis=h), params, system=self.system)
-                    for p, h in pairs]
+        requests = [
+            Request.chat(fill_template(self.template, "NLI", premise=p, hypothesis=h), params, system=self.system)
+            for p, h in pairs
+        ]
         outputs = await ctx.generate_many(requests)
         out = []
         for completions in outputs:
@@ -250,68 +246,75 @@ class JudgeNLI:
 # --------------------------------------------------------------------------------------------------
 
 
+class FactCheckOptions(VerifierOptions):
+    """Options of :class:`FactCheckVerifier` (``FactCheckVerifier(nli)`` sets ``nli``)."""
+
+    nli: Any
+    """An :class:`NLIModel`, ``"judge"`` (:class:`JudgeNLI`) or a model path / id (:class:`HFNLIModel`)."""
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    """A claim is supported when its best P(entailment) reaches it, contradicted when its best
+    P(contradiction) does."""
+    aggregate: Literal["mean", "min"] = "mean"
+    query: Literal["claim", "question"] = "claim"
+    """What the retriever is asked: each claim, or the question once."""
+    top_k: int = Field(default=5, ge=1)
+    """Passages per query."""
+    min_words: int = Field(default=3, ge=1)
+    """Shorter sentences are not claims."""
+    source: Literal["text", "answer"] = "text"
+    """Where claims come from: the candidate's text or its answer."""
+
+
 class FactCheckVerifier:
     """Checks every claim of each candidate against evidence passages (see module docstring).
 
-    ``nli``: an :class:`NLIModel`, ``"judge"`` (:class:`JudgeNLI`) or a model path / id
-    (:class:`HFNLIModel`). A claim is supported when its best P(entailment) reaches
-    ``threshold`` and contradicted when its best P(contradiction) does. ``passed`` means every
-    claim is supported. ``Score.steps`` holds each claim's support. A candidate with no claim
-    scores 0.
+    ``passed`` means every claim is supported. ``Score.steps`` holds each claim's support. A
+    candidate with no claim scores 0.
     """
 
     name: ClassVar[str] = "fact_check"
+    Options = FactCheckOptions
 
-    def __init__(self, nli: NLIModel | str, *, threshold: float = 0.5, aggregate: Literal["mean", "min"] = "mean",
-                 query: Literal["claim", "question"] = "claim", top_k: int = 5, min_words: int = 3,
-                 source: Literal["text", "answer"] = "text") -> None:
+    def __init__(self, options: FactCheckOptions | Mapping[str, Any] | str | NLIModel | None = None, **kw: Any) -> None:
+        self.options = o = verifier_options(FactCheckOptions, options, kw, self.name, first="nli")
+        nli = o.nli
         if isinstance(nli, str):
             nli = JudgeNLI() if nli == "judge" else HFNLIModel(nli)
         if not callable(getattr(nli, "nli", None)):
-            raise ConfigError("FactCheckVerifier nli must be 'judge', a model path / id, or an object with "
-                              "async nli(pairs, ctx).")
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {threshold}.")
-        if aggregate not in ("mean", "min"):
-            raise ConfigError(f"aggregate must be 'mean' or 'min', got {aggregate!r}.")
-        if top_k < 1:
-            raise ConfigError(f"top_k must be >= 1, got {top_k}.")
+            raise ConfigError(
+                "FactCheckVerifier nli must be 'judge', a model path / id, or an object with async nli(pairs, ctx)."
+            )
         self.model = nli
-        self.threshold = threshold
-        self.aggregate = aggregate
-        self.query = query
-        self.top_k = top_k
-        self.min_words = min_words
-        self.source = source
         self.cost = VerifierCost(kind="llm" if isinstance(nli, JudgeNLI) else "model", calls=1)
 
     def claims_of(self, candidate: Candidate) -> list[str]:
-        text = candidate.answer if self.source == "answer" and candidate.answer else candidate.text
-        return split_claims(text, self.min_words)
+        text = candidate.answer if self.options.source == "answer" and candidate.answer else candidate.text
+        return split_claims(text, self.options.min_words)
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
+        o = self.options
         claims = [self.claims_of(c) for c in candidates]
         unique = list(dict.fromkeys(cl for cs in claims for cl in cs))
-        queries = unique if self.query == "claim" else [problem.question]
-        evidence = await gather_passages(problem, queries, ctx, self.top_k) if unique else []
-        by_claim = dict(zip(unique, evidence if self.query == "claim" else evidence * len(unique), strict=True))
+        queries = unique if o.query == "claim" else [problem.question]
+        evidence = await gather_passages(problem, queries, ctx, o.top_k) if unique else []
+        by_claim = dict(zip(unique, evidence if o.query == "claim" else evidence * len(unique), strict=True))
         pairs = list(dict.fromkeys((p, cl) for cl in unique for p in by_claim[cl]))
         results = dict(zip(pairs, await self.model.nli(pairs, ctx), strict=True)) if pairs else {}
         out = []
         for cs in claims:
             if not cs:
-                out.append(Score(value=0.0, passed=False, feedback="No checkable claim found.", verifier=self.name,
-                                 steps=()))
+                out.append(
+                    Score(value=0.0, passed=False, feedback="No checkable claim found.", verifier=self.name, steps=())
+                )
                 continue
             support, contra = [], []
             for cl in cs:
                 found = [results[(p, cl)] for p in by_claim[cl]]
                 support.append(max((r.entailment for r in found), default=0.0))
                 contra.append(max((r.contradiction for r in found), default=0.0))
-            value = sum(support) / len(support) if self.aggregate == "mean" else min(support)
-            unsupported = [cl for cl, s in zip(cs, support, strict=True) if s < self.threshold]
-            contradicted = [cl for cl, c in zip(cs, contra, strict=True) if c >= self.threshold]
+            value = sum(support) / len(support) if o.aggregate == "mean" else min(support)
+            unsupported = [cl for cl, s in zip(cs, support, strict=True) if s < o.threshold]
+            contradicted = [cl for cl, c in zip(cs, contra, strict=True) if c >= o.threshold]
             notes = []
             if contradicted:
                 notes.append("Contradicted by the evidence: " + " | ".join(contradicted))
@@ -319,6 +322,7 @@ class FactCheckVerifier:
             if rest:
                 notes.append("Not supported by the evidence: " + " | ".join(rest))
             feedback = "\n".join(notes) or f"All {len(cs)} claims are supported by the evidence."
-            out.append(Score(value=value, passed=not unsupported, feedback=feedback, verifier=self.name,
-                             steps=tuple(support)))
+            out.append(
+                Score(value=value, passed=not unsupported, feedback=feedback, verifier=self.name, steps=tuple(support))
+            )
         return out

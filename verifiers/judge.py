@@ -9,7 +9,7 @@
 
 Judging runs through the scheduler like any generation (batched with everything else in flight,
 counted in the problem's usage and trace). Where the backend supports constraints
-(``backend.capabilities.constraints``) the reply is constrained to the allowed outputs (a
+(``ctx.capabilities.constraints``) the reply is constrained to the allowed outputs (a
 ``choice`` list, else a ``regex``); otherwise the prompt asks for a fixed format and the parser
 reads it robustly ("Score: 7", "7/10", "[[8]]", "**6**", a bare number).
 """
@@ -22,14 +22,13 @@ from collections.abc import Sequence
 from itertools import combinations
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from tts.backends.base import Capabilities
-from tts.errors import ConfigError, UnsupportedControl
-from tts.sampling import Constraint, SamplingParams, format_validation_error
+from tts.errors import UnsupportedControl
+from tts.sampling import Constraint, SamplingParams
 from tts.types import Candidate, Completion, Problem, Request, Score
 
-from .base import VerifierCost
+from .base import VerifierCost, VerifierOptions, fill_template, verifier_options
 from .qa import extract_choice
 
 if TYPE_CHECKING:
@@ -52,44 +51,27 @@ __all__ = [
 ConstrainMode = Literal["auto", "always", "never"]
 
 
-def _capabilities(ctx: Context) -> Capabilities:
-    return getattr(ctx.scheduler.backend, "capabilities", None) or Capabilities()
-
-
 def choice_constraint(ctx: Context, choices: Sequence[str], mode: ConstrainMode = "auto") -> Constraint | None:
     """A constraint that limits the reply to ``choices``: a ``choice`` constraint where the backend
     supports it, else an equivalent ``regex``, else None (``mode="always"`` raises instead;
     ``mode="never"`` always gives None)."""
     if mode == "never":
         return None
-    kinds = _capabilities(ctx).constraints
+    kinds = ctx.capabilities.constraints
     if "choice" in kinds:
         return Constraint.choice(list(choices))
     if "regex" in kinds:
         return Constraint.regex("(?:" + "|".join(re.escape(c) for c in sorted(choices, key=len, reverse=True)) + ")")
     if mode == "always":
-        raise UnsupportedControl(f"backend {ctx.scheduler.name!r} supports neither choice nor regex constraints; "
-                                 "set constrained='auto' to parse free-form replies instead.")
+        raise UnsupportedControl(
+            "the backend supports neither choice nor regex constraints; "
+            "set constrained='auto' to parse free-form replies instead."
+        )
     return None
 
 
-def _options(cls: type[BaseModel], options: BaseModel | None, kw: dict[str, Any]) -> Any:
-    if options is not None and kw:
-        raise ConfigError(f"{cls.__name__}: pass options or keyword arguments, not both.")
-    if options is not None:
-        return options
-    try:
-        return cls(**kw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, model=cls)) from None
-
-
 def _fill(template: str, **fields: Any) -> str:
-    try:
-        return template.format(**fields)
-    except (KeyError, IndexError) as exc:
-        raise ConfigError(f"judge template has an unknown placeholder {exc}; use only "
-                          f"{', '.join('{' + k + '}' for k in fields)}.") from None
+    return fill_template(template, "judge", **fields)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,19 +178,21 @@ def yes_probability(completion: Completion) -> float | None:
 # Rubric judge
 # --------------------------------------------------------------------------------------------------
 
-DEFAULT_RUBRIC = ("You are a strict grader. Judge whether the response answers the question correctly; "
-                  "errors in reasoning or in the final answer lower the score.")
+DEFAULT_RUBRIC = (
+    "You are a strict grader. Judge whether the response answers the question correctly; "
+    "errors in reasoning or in the final answer lower the score."
+)
 
 JUDGE_TEMPLATE = "{rubric}\n\n[Question]\n{question}\n\n[Response]\n{solution}\n\n{instruction}"
 _CONSTRAINED = "Rate the response from {low} to {high}. Reply with the score only: one integer from {low} to {high}."
-_FREE = ("Rate the response from {low} to {high}. Explain your judgement in one or two sentences, then end with "
-         "a final line 'Score: N', where N is an integer from {low} to {high}.")
+_FREE = (
+    "Rate the response from {low} to {high}. Explain your judgement in one or two sentences, then end with "
+    "a final line 'Score: N', where N is an integer from {low} to {high}."
+)
 
 
-class JudgeOptions(BaseModel):
+class JudgeOptions(VerifierOptions):
     """Options of :class:`LLMJudge`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rubric: str = DEFAULT_RUBRIC
     """What the judge looks for (the first paragraph of the prompt)."""
@@ -248,7 +232,7 @@ class LLMJudge:
     Options = JudgeOptions
 
     def __init__(self, options: JudgeOptions | None = None, **kw: Any) -> None:
-        self.options: JudgeOptions = _options(JudgeOptions, options, kw)
+        self.options = verifier_options(JudgeOptions, options, kw, self.name)
         self.cost = VerifierCost(kind="llm", calls=1)
 
     def request(self, problem: Problem, candidate: Candidate, ctx: Context) -> Request:
@@ -257,11 +241,22 @@ class LLMJudge:
         choices = [str(i) for i in range(o.low, o.high + 1)]
         constraint = choice_constraint(ctx, choices, o.constrained)
         instruction = (_CONSTRAINED if constraint is not None else _FREE).format(low=o.low, high=o.high)
-        prompt = _fill(o.template, rubric=o.rubric, question=problem.question, solution=candidate.text,
-                       answer=candidate.answer or "", instruction=instruction, low=o.low, high=o.high)
-        params = SamplingParams(n=o.samples, temperature=o.temperature,
-                                max_tokens=len(str(o.high)) + 1 if constraint is not None else o.max_tokens,
-                                constraint=constraint)
+        prompt = _fill(
+            o.template,
+            rubric=o.rubric,
+            question=problem.question,
+            solution=candidate.text,
+            answer=candidate.answer or "",
+            instruction=instruction,
+            low=o.low,
+            high=o.high,
+        )
+        params = SamplingParams(
+            n=o.samples,
+            temperature=o.temperature,
+            max_tokens=len(str(o.high)) + 1 if constraint is not None else o.max_tokens,
+            constraint=constraint,
+        )
         return Request.chat(prompt, params, system=o.system, priority=o.priority)
 
     async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context) -> list[Score]:
@@ -273,14 +268,26 @@ class LLMJudge:
             values = [(v - o.low) / (o.high - o.low) for v in parsed if v is not None]
             reply = completions[0].text.strip() if completions else ""
             if not values:
-                out.append(Score(value=0.0, passed=False if o.threshold is not None else None,
-                                 feedback=f"The judge gave no score: {reply[:200]!r}", verifier=self.name))
+                out.append(
+                    Score(
+                        value=0.0,
+                        passed=False if o.threshold is not None else None,
+                        feedback=f"The judge gave no score: {reply[:200]!r}",
+                        verifier=self.name,
+                    )
+                )
                 continue
             value = sum(values) / len(values)
             raw = [v for v in parsed if v is not None]
             feedback = f"Judge score {sum(raw) / len(raw):g}/{o.high}" + (f": {reply}" if reply else "")
-            out.append(Score(value=value, passed=None if o.threshold is None else value >= o.threshold,
-                             feedback=feedback, verifier=self.name))
+            out.append(
+                Score(
+                    value=value,
+                    passed=None if o.threshold is None else value >= o.threshold,
+                    feedback=feedback,
+                    verifier=self.name,
+                )
+            )
         return out
 
 
@@ -288,17 +295,18 @@ class LLMJudge:
 # Pairwise judge
 # --------------------------------------------------------------------------------------------------
 
-PAIRWISE_TEMPLATE = ("{rubric}\n\n[Question]\n{question}\n\n[Response A]\n{a}\n\n[Response B]\n{b}\n\n"
-                     "Which response is better?{instruction}")
+PAIRWISE_TEMPLATE = (
+    "{rubric}\n\n[Question]\n{question}\n\n[Response A]\n{a}\n\n[Response B]\n{b}\n\n"
+    "Which response is better?{instruction}"
+)
 _PAIR_CONSTRAINED = " Reply with A or B only."
-_PAIR_FREE = (" Explain briefly, then end with [[A]] if Response A is better, [[B]] if Response B is better, "
-              "or [[C]] for a tie.")
+_PAIR_FREE = (
+    " Explain briefly, then end with [[A]] if Response A is better, [[B]] if Response B is better, or [[C]] for a tie."
+)
 
 
-class PairwiseOptions(BaseModel):
+class PairwiseOptions(VerifierOptions):
     """Options of :class:`PairwiseJudge`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rubric: str = "You are a strict grader comparing two responses to the same question."
     template: str = PAIRWISE_TEMPLATE
@@ -326,17 +334,24 @@ class PairwiseJudge:
     Options = PairwiseOptions
 
     def __init__(self, options: PairwiseOptions | None = None, **kw: Any) -> None:
-        self.options: PairwiseOptions = _options(PairwiseOptions, options, kw)
+        self.options = verifier_options(PairwiseOptions, options, kw, self.name)
         self.cost = VerifierCost(kind="llm", calls=2)
 
     def request(self, problem: Problem, first: Candidate, second: Candidate, ctx: Context) -> Request:
         """The request showing ``first`` as Response A and ``second`` as Response B."""
         o = self.options
         constraint = choice_constraint(ctx, ["A", "B"], o.constrained)
-        prompt = _fill(o.template, rubric=o.rubric, question=problem.question, a=first.text, b=second.text,
-                       instruction=_PAIR_CONSTRAINED if constraint is not None else _PAIR_FREE)
-        params = SamplingParams(temperature=0.0, max_tokens=2 if constraint is not None else o.max_tokens,
-                                constraint=constraint)
+        prompt = _fill(
+            o.template,
+            rubric=o.rubric,
+            question=problem.question,
+            a=first.text,
+            b=second.text,
+            instruction=_PAIR_CONSTRAINED if constraint is not None else _PAIR_FREE,
+        )
+        params = SamplingParams(
+            temperature=0.0, max_tokens=2 if constraint is not None else o.max_tokens, constraint=constraint
+        )
         return Request.chat(prompt, params, system=o.system, priority=o.priority)
 
     @staticmethod
@@ -366,13 +381,21 @@ class PairwiseJudge:
         o = self.options
         n = len(candidates)
         if n == 1:
-            return [Score(value=1.0, passed=None if o.threshold is None else o.threshold <= 1.0,
-                          feedback="No other candidate to compare with.", verifier=self.name)]
+            return [
+                Score(
+                    value=1.0,
+                    passed=None if o.threshold is None else o.threshold <= 1.0,
+                    feedback="No other candidate to compare with.",
+                    verifier=self.name,
+                )
+            ]
         pairs = self.pairs(n)
         requests = []
         for i, j in pairs:
-            requests += [self.request(problem, candidates[i], candidates[j], ctx),
-                         self.request(problem, candidates[j], candidates[i], ctx)]
+            requests += [
+                self.request(problem, candidates[i], candidates[j], ctx),
+                self.request(problem, candidates[j], candidates[i], ctx),
+            ]
         outputs = await ctx.generate_many(requests)
         wins = [0.0] * n
         games = [0] * n
@@ -385,8 +408,14 @@ class PairwiseJudge:
         out = []
         for w, g in zip(wins, games, strict=True):
             value = w / g if g else 0.5
-            out.append(Score(value=value, passed=None if o.threshold is None else value >= o.threshold,
-                             feedback=f"won {w:g} of {g} pairwise comparisons", verifier=self.name))
+            out.append(
+                Score(
+                    value=value,
+                    passed=None if o.threshold is None else value >= o.threshold,
+                    feedback=f"won {w:g} of {g} pairwise comparisons",
+                    verifier=self.name,
+                )
+            )
         return out
 
 
@@ -394,14 +423,14 @@ class PairwiseJudge:
 # Self-verification
 # --------------------------------------------------------------------------------------------------
 
-SELF_VERIFY_TEMPLATE = ("[Question]\n{question}\n\n[Proposed solution]\n{solution}\n\n"
-                        "Is the final answer of the proposed solution ({answer}) correct? Answer Yes or No.")
+SELF_VERIFY_TEMPLATE = (
+    "[Question]\n{question}\n\n[Proposed solution]\n{solution}\n\n"
+    "Is the final answer of the proposed solution ({answer}) correct? Answer Yes or No."
+)
 
 
-class SelfVerifyOptions(BaseModel):
+class SelfVerifyOptions(VerifierOptions):
     """Options of :class:`SelfVerifier`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     template: str = SELF_VERIFY_TEMPLATE
     """Prompt with {question}, {solution} (candidate text), {answer}."""
@@ -430,15 +459,16 @@ class SelfVerifier:
     Options = SelfVerifyOptions
 
     def __init__(self, options: SelfVerifyOptions | None = None, **kw: Any) -> None:
-        self.options: SelfVerifyOptions = _options(SelfVerifyOptions, options, kw)
+        self.options = verifier_options(SelfVerifyOptions, options, kw, self.name)
         self.cost = VerifierCost(kind="llm", calls=1)
 
     def request(self, problem: Problem, candidate: Candidate, ctx: Context) -> Request:
         o = self.options
         constraint = choice_constraint(ctx, ["Yes", "No"], o.constrained)
-        logprobs = o.top_logprobs if o.use_logprobs and _capabilities(ctx).logprobs else None
-        prompt = _fill(o.template, question=problem.question, solution=candidate.text,
-                       answer=candidate.answer or "none given")
+        logprobs = o.top_logprobs if o.use_logprobs and ctx.capabilities.logprobs else None
+        prompt = _fill(
+            o.template, question=problem.question, solution=candidate.text, answer=candidate.answer or "none given"
+        )
         params = SamplingParams(temperature=0.0, max_tokens=o.max_tokens, logprobs=logprobs, constraint=constraint)
         return Request.chat(prompt, params, system=o.system, priority=o.priority)
 
@@ -460,6 +490,7 @@ class SelfVerifier:
         out = []
         for completions in outputs:
             value, feedback = self._value(completions[0]) if completions else (0.0, "no reply")
-            out.append(Score(value=value, passed=value >= self.options.threshold, feedback=feedback,
-                             verifier=self.name))
+            out.append(
+                Score(value=value, passed=value >= self.options.threshold, feedback=feedback, verifier=self.name)
+            )
         return out

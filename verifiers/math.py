@@ -1,21 +1,13 @@
-"""Math answers: extraction from model output, canonical keys for voting, and equivalence.
+"""Math answers judged against a reference, with math-verify (sympy) for what string rules leave open.
 
-Three layers, cheapest first, because voting keys every sample and scoring compares many pairs:
+Extraction, canonical keys and the exact-arithmetic part of equivalence live in :mod:`tts.answers`
+(tasks use them too). This module adds the symbolic step:
 
-- :func:`extract_answer` finds the final answer in a reply: the last ``\\boxed{...}`` / ``\\fbox{...}``
-  (nested braces), then ``#### n``, then "The answer is ...", then the last number (preferring the
-  result of the final equation). A numeric answer loses its units, ``$`` and thousands separators.
-- :func:`canonical` maps an answer to a key, with string operations only (no sympy: it runs for
-  every sample), so that usual spellings of one answer share it: ``1,000`` / ``1000.0``,
-  ``\\dfrac{1}{2}`` / ``1/2`` / ``0.5``, ``50\\%`` / ``50``, ``90^\\circ`` / ``90``,
-  ``5 \\text{ cm}`` / ``5``, ``\\left( 1, 2 \\right)`` / ``(1,2)``, ``\\{2, 1\\}`` / ``\\{1,2\\}``,
-  ``x = 5`` / ``5``.
-- :func:`equivalent` settles the rest: equal keys, then exact rational arithmetic, then math-verify
-  (sympy) in a killable worker process under a hard time limit (see ``_worker.py`` for why a
-  process). A timeout counts as "not equivalent" and never blocks the caller past the limit.
-
-:class:`MathVerifier` scores candidates against ``problem.reference`` with these functions;
-:func:`gsm8k_reference` and :func:`math_reference` turn dataset solutions into reference answers.
+- :func:`equivalent` settles what :func:`tts.answers.settle` cannot (expressions, intervals, sets,
+  tuples, rounding of decimals) with math-verify in a killable worker process under a hard time
+  limit (see ``_worker.py`` for why a process). A timeout counts as "not equivalent" and never
+  blocks the caller past the limit.
+- :class:`MathVerifier` scores candidates against ``problem.reference`` with it.
 """
 
 from __future__ import annotations
@@ -24,409 +16,29 @@ import asyncio
 import atexit
 import logging
 import os
-import re
 import threading
-from collections.abc import Sequence
-from fractions import Fraction
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
+from tts.answers import canonical, extract_answer, normalise_latex, reference_answer, settle
 from tts.errors import ConfigError
 from tts.types import Candidate, Problem, Score
 
 from ._worker import SymbolicPool, WorkerUnavailable
-from .base import VerifierCost
+from .base import VerifierCost, VerifierOptions, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "MathVerifier",
-    "canonical",
-    "equivalent",
-    "extract_answer",
-    "extract_boxed",
-    "first_number",
-    "gsm8k_reference",
-    "last_number",
-    "math_reference",
-]
+__all__ = ["DEFAULT_TIMEOUT", "MathOptions", "MathVerifier", "equivalent"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 2.0
 """Seconds a symbolic comparison may take before it counts as "not equivalent"."""
-
-# --------------------------------------------------------------------------------------------------
-# Numbers in free text
-# --------------------------------------------------------------------------------------------------
-
-# A number as people write it: optional sign and $, thousands separators, decimals.
-_NUMBER_RE = re.compile(r"(-)?\\?\$?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)")
-_CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations: <<9*2=18>>
-
-
-def _tidy_number(sign: str | None, digits: str) -> str:
-    """``-`` + ``1,234.50`` -> ``-1234.5``: no separators, no trailing or leading zeros, no ``-0``."""
-    s = digits.replace(",", "")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    whole, dot, frac = s.partition(".")
-    s = (whole.lstrip("0") or "0") + dot + frac
-    return "-" + s if sign and s != "0" else s
-
-
-def _is_sign(text: str, at: int) -> bool:
-    """Whether the "-" at ``at`` is a sign (``x = -4``, ``is -4``) rather than a minus (``10-4``,
-    ``10 - 4``, ``x-4``): a minus follows an operand, adjacent or across spaces after a number."""
-    if at == 0:
-        return True
-    if text[at - 1].isalnum() or text[at - 1] in ")]}_":
-        return False
-    before = text[:at].rstrip()
-    return not before or not (before[-1].isdigit() or before[-1] in ")]}")
-
-
-def _numbers(text: str) -> list[str]:
-    """Every number in ``text``, tidied, with a leading ``-`` kept only where it is a sign."""
-    text = text.replace("\u2212", "-")
-    return [_tidy_number(m.group(1) if m.group(1) and _is_sign(text, m.start()) else None, m.group(2))
-            for m in _NUMBER_RE.finditer(text)]
-
-
-def last_number(text: str) -> str | None:
-    """The last number in ``text`` (``$1,234.00`` -> ``1234``), or None."""
-    found = _numbers(text)
-    return found[-1] if found else None
-
-
-def first_number(text: str) -> str | None:
-    """The first number in ``text`` (``$1,234.00`` -> ``1234``), or None."""
-    found = _numbers(text)
-    return found[0] if found else None
-
-
-def _final_number(text: str) -> str | None:
-    """The number a worked solution ends on.
-
-    The last number of the last sentence that has one, except that when that sentence holds an
-    equation the result right after its last ``=`` wins: "5 + 3 = 8 limbs after 15 days" -> 8.
-    """
-    text = _CALCULATOR_RE.sub("", text)
-    for sentence in reversed(re.split(r"(?<=[.!?])\s+|\n+", text)):
-        if not re.search(r"\d", sentence):
-            continue
-        if "=" in sentence:
-            after = first_number(sentence[sentence.rindex("=") + 1 :])
-            if after is not None:
-                return after
-        return last_number(sentence)
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Extraction
-# --------------------------------------------------------------------------------------------------
-
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\b")
-_HASH_RE = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS_RE = re.compile(
-    r"(?:final\s+answer|answer)\**\s*(?:is\b|=|:)\**\s*:?\s*(.+?)\s*(?:\.(?=\s|$)|\n|$)", re.IGNORECASE
-)
-_ANSWER_TAIL_RE = re.compile(r",\s+(?:since|because|which|as|so|and|but|that|if|when|where)\b.*$", re.DOTALL)
-
-
-def _matching_brace(text: str, open_index: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``open_index`` (escaped ``\\{`` ``\\}`` ignored), or -1."""
-    depth = 0
-    i = open_index
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return -1
-
-
-def extract_boxed(text: str) -> str | None:
-    """Content of the last complete ``\\boxed{...}`` or ``\\fbox{...}`` (nested braces included);
-    ``\\boxed 5`` (no braces) gives ``5``. None when there is none."""
-    for m in reversed(list(_BOXED_RE.finditer(text))):
-        rest = text[m.end() :]
-        stripped = rest.lstrip()
-        if stripped.startswith("{"):
-            start = m.end() + len(rest) - len(stripped)
-            end = _matching_brace(text, start)
-            if end >= 0:
-                return text[start + 1 : end].strip()
-            continue  # unbalanced (a truncated reply): try an earlier box
-        token = stripped.split("$")[0].split()[0] if stripped.split() else ""
-        token = token.rstrip(".,;")
-        if token:
-            return token
-    return None
-
-
-def _unwrap_math(s: str) -> str:
-    """Drop delimiters around a whole answer: ``$..$``, ``\\(..\\)``, ``\\[..\\]``, a whole ``\\boxed{}``."""
-    while True:
-        s = s.strip()
-        before = s
-        if len(s) >= 2 and s[0] == "$" and s[-1] == "$" and "$" not in s.strip("$"):
-            s = s.strip("$")  # but not "$5$ and $6$"
-        elif s.startswith(("\\(", "\\[")) and s.endswith(("\\)", "\\]")) and "\\(" not in s[2:-2]:
-            s = s[2:-2]
-        elif (m := _BOXED_RE.match(s)) is not None:
-            brace = m.end() + len(s[m.end() :]) - len(s[m.end() :].lstrip())
-            if s[brace : brace + 1] == "{" and _matching_brace(s, brace) == len(s) - 1:
-                s = s[brace + 1 : -1]
-        elif s.startswith("\\displaystyle"):
-            s = s[len("\\displaystyle") :]
-        if s == before:
-            return s
-
-
-def _tidy_answer(answer: str) -> str:
-    """An extracted answer without delimiters and end punctuation; a number without its units."""
-    s = _unwrap_math(answer).strip("*").rstrip(".;").strip()
-    s = _unwrap_math(s)
-    number = _plain_number(s)
-    return number if number is not None else s
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer in a reply, or None when there is none.
-
-    Order: the last ``\\boxed{}``/``\\fbox{}``, the last ``#### n`` line, the last "The answer is X"
-    (or "Final answer: X"), then the number the text ends on. Numbers come back bare:
-    ``$1,234.00`` -> ``1234``, ``18 dollars`` -> ``18``.
-    """
-    if not text:
-        return None
-    boxed = extract_boxed(text)
-    if boxed is not None:
-        return _tidy_answer(boxed) or None
-    hashes = _HASH_RE.findall(text)
-    if hashes:
-        return _tidy_answer(hashes[-1]) or None
-    stated = _ANSWER_IS_RE.findall(text)
-    for candidate in reversed(stated):
-        answer = _tidy_answer(_ANSWER_TAIL_RE.sub("", candidate))
-        if answer:
-            return answer
-    return _final_number(text)
-
-
-# --------------------------------------------------------------------------------------------------
-# Canonical keys (pure string operations: this runs for every sample)
-# --------------------------------------------------------------------------------------------------
-
-_TEXT_COMMANDS = ("text", "textbf", "textit", "textrm", "textnormal", "mathrm", "mathbf", "mathit", "mbox",
-                  "operatorname")
-_TEXT_COMMAND_RE = re.compile(r"\\(?:" + "|".join(_TEXT_COMMANDS) + r")\s*\{")
-_REPLACEMENTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
-        (r"\\[dt]frac(?![a-zA-Z])", r"\\frac"),
-        (r"\\(?:left|right)\.", ""),  # invisible delimiters
-        (r"\\(?:left|right|[bB]igg?[lr]?)(?![a-zA-Z])", ""),
-        (r"(?<!\\)\\(?:q?quad|[,;:! ])", " "),  # spacing, also in 1\,000; not a matrix row break
-        (r"~", " "),
-        (r"\{,\}", ","),
-        (r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])", ""),  # degrees
-        (r"\\\$|\$", ""),
-        (r"\u2212", "-"),
-        (r"∞", r"\\infty"),
-        (r"\\le(?![a-zA-Z])|≤", r"\\leq"),
-        (r"\\ge(?![a-zA-Z])|≥", r"\\geq"),
-        (r"\\ne(?![a-zA-Z])|≠", r"\\neq"),
-        (r"\\(?:percent|%)|%", r"\\%"),
-        (r"\\sqrt\s*([0-9a-zA-Z])", r"\\sqrt{\1}"),  # \sqrt3 -> \sqrt{3}
-        (r"\\frac\s*([0-9a-zA-Z])\s*([0-9a-zA-Z])", r"\\frac{\1}{\2}"),  # \frac12 -> \frac{1}{2}
-        (r"\\frac\s*([0-9a-zA-Z])\s*\{", r"\\frac{\1}{"),
-        (r"(\\frac\{[^{}]*\})\s*([0-9a-zA-Z])", r"\1{\2}"),
-        (r"([\^_])\{(\w)\}", r"\1\2"),  # x^{2} -> x^2
-        (r"\s+", " "),
-    )
-)
-# A unit after a number: "5 \text{ cm}^2", "18 dollars", "3 square feet", "4 km/h". Plain words need two
-# letters or more, so "5 i" or "3 x" are never taken for units.
-_UNIT_TAIL_RE = re.compile(
-    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm|textrm)\{\s*[a-zA-Z][a-zA-Z .,/-]*\}(?:\^\d)?\s*$"
-    r"|(?<=[\d}])\s+[a-zA-Z]{2,}(?:[ /-][a-zA-Z]+)*(?:\^\d)?\s*$"
-)
-_ASSIGNMENT_RE = re.compile(r"^[a-zA-Z](?:_\w+|_\{\w+\})?=(?!.*=)(.+)$")
-_PLAIN_NUMBER_RE = re.compile(r"^-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)$")
-_FRACTION_RE = re.compile(r"^(-?)(?:\\frac\{(-?\d+)\}\{(-?\d+)\}|(-?\d+)/(-?\d+))$")
-_WORDS_RE = re.compile(r"^[A-Za-z][A-Za-z\s'.-]*$")
-
-
-def _unwrap_text_commands(s: str) -> str:
-    """``\\text{ cm}`` -> `` cm`` for every text-like command, nested braces respected."""
-    while (m := _TEXT_COMMAND_RE.search(s)) is not None:
-        end = _matching_brace(s, m.end() - 1)
-        if end < 0:
-            return s
-        s = s[: m.start()] + s[m.end() : end] + s[end + 1 :]
-    return s
-
-
-def _normalise(answer: str, *, keep_text: bool = False) -> str:
-    """LaTeX spelling cleaned up, still valid LaTeX. With ``keep_text`` (what math-verify gets),
-    ``\\text{...}`` stays: unwrapped, ``Evelyn`` would parse as the product E*v*e*l*y*n."""
-    s = _unwrap_math(answer.strip())
-    s = _UNIT_TAIL_RE.sub("", s)  # before \text{} unwrapping: "5\text{ cm}^2"
-    if not keep_text:
-        s = _unwrap_text_commands(s)
-    for pattern, repl in _REPLACEMENTS:
-        s = pattern.sub(repl, s)
-    s = _UNIT_TAIL_RE.sub("", s.strip())
-    return s.strip().rstrip(".").strip()
-
-
-_MAX_DIGITS = 1000
-"""Longer digit strings stay text: Python refuses int() of 4300+ digits, and no answer needs them."""
-
-
-def _rational(s: str) -> Fraction | None:
-    """The exact value of a plain number or integer fraction (``-1,234.5``, ``3/4``, ``\\frac{-3}{4}``)."""
-    if len(s) > _MAX_DIGITS:
-        return None
-    if _PLAIN_NUMBER_RE.match(s):
-        return Fraction(s.replace(",", ""))
-    m = _FRACTION_RE.match(s)
-    if m is None:
-        return None
-    num, den = (m.group(2), m.group(3)) if m.group(2) is not None else (m.group(4), m.group(5))
-    if int(den) == 0:
-        return None
-    value = Fraction(int(num), int(den))
-    return -value if m.group(1) else value
-
-
-def _rational_key(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
-
-
-def _split_top_level(s: str) -> list[str] | None:
-    """``s`` split on commas outside brackets and braces; None when there is no such comma."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(s):
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(s[start:i])
-            start = i + 1
-    if not parts:
-        return None
-    parts.append(s[start:])
-    return parts
-
-
-def _outer_pair(s: str) -> tuple[str, str, str] | None:
-    """(open, inner, close) when one bracket pair encloses all of ``s``: a tuple, interval or set."""
-    if s.startswith("\\{") and s.endswith("\\}"):
-        return "\\{", s[2:-2], "\\}"
-    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
-        depth = 0
-        for i, ch in enumerate(s):
-            depth += ch in "([{"
-            depth -= ch in ")]}"
-            if depth == 0 and i < len(s) - 1:
-                return None  # "(1)+(2)": the first bracket closes early
-        return s[0], s[1:-1], s[-1]
-    return None
-
-
-def _key(s: str) -> str:
-    """The key of a normalised answer with whitespace removed."""
-    while len(s) >= 2 and s[0] == "{" and _matching_brace(s, 0) == len(s) - 1:
-        s = s[1:-1]
-    s = s.replace("\\%", "").lstrip("+").rstrip(".")
-    value = _rational(s)
-    if value is not None:
-        return _rational_key(value)
-    assignment = _ASSIGNMENT_RE.match(s)
-    if assignment:
-        return _key(assignment.group(1))
-    pair = _outer_pair(s)
-    if pair is not None:
-        opening, inner, closing = pair
-        parts = _split_top_level(inner)
-        if parts is not None or opening == "\\{":
-            items = [_key(p) for p in (parts or [inner])]
-            if opening == "\\{":
-                items.sort()  # a set: order does not matter
-            return opening + ",".join(items) + closing
-        if opening == "(" and re.fullmatch(r"[A-Za-z]", inner):
-            return inner.lower()  # a choice: (C)
-        return s
-    parts = _split_top_level(s)
-    if parts is not None:  # a bare list of solutions "1, -2": order does not matter
-        return ",".join(sorted(_key(p) for p in parts))
-    if _WORDS_RE.match(s):
-        return s.lower()
-    return s
-
-
-def canonical(answer: str | None) -> str:
-    """A key such that equal answers in their usual spellings share it ("" for no answer).
-
-    Pure string work (no sympy), linear in the answer's length. Numbers become exact rationals
-    (``0.50``, ``1/2``, ``\\dfrac12`` -> ``1/2``); LaTeX wrappers, spacing, ``\\left``/``\\right``,
-    units, ``%`` and degrees are dropped; tuples and intervals keep their brackets; sets and bare
-    lists are sorted; plain words are lower-cased.
-    """
-    if answer is None:
-        return ""
-    return _key(re.sub(r"\s+", "", _normalise(answer)))
-
-
-def _plain_number(s: str) -> str | None:
-    """``s`` as a bare number when it is a number with optional ``$``, separators and units."""
-    t = _normalise(s)
-    if "\\%" in t:
-        return None  # keep the percent sign visible in extracted answers
-    t = re.sub(r"\s+", "", t)
-    if _PLAIN_NUMBER_RE.match(t):
-        sign, digits = ("-", t[1:]) if t.startswith("-") else (None, t)
-        return _tidy_number(sign, digits)
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Equivalence
-# --------------------------------------------------------------------------------------------------
-
-
-def _terminates(value: Fraction) -> bool:
-    """True when ``value`` has a finite decimal expansion (its denominator is 2^a 5^b)."""
-    d = value.denominator
-    for p in (2, 5):
-        while d % p == 0:
-            d //= p
-    return d == 1
-
-
-def _compare_numbers(a: Fraction, b: Fraction, a_percent: bool, b_percent: bool) -> bool | None:
-    """Exact comparison of two numbers; None when only a rounding rule can decide (``1/3`` vs
-    ``0.333333``), which is left to math-verify so both paths agree."""
-    if a == b or (a_percent and a / 100 == b) or (b_percent and b / 100 == a):
-        return True
-    if _terminates(a) != _terminates(b):
-        return None
-    return False
-
 
 _pool_lock = threading.Lock()
 _pool: tuple[int, SymbolicPool] | None = None
@@ -453,80 +65,30 @@ def _symbolic_equal(gold: str, pred: str, timeout: float) -> bool:
     there is no worker, so a later call can try again."""
     verdict = _symbolic_pool().compare(gold, pred, timeout)
     if verdict == "timeout":
-        logger.warning("symbolic comparison of %.80r and %.80r took over %.1fs; judged not equivalent",
-                       gold, pred, timeout)
+        logger.warning(
+            "symbolic comparison of %.80r and %.80r took over %.1fs; judged not equivalent", gold, pred, timeout
+        )
     return verdict == "equal"
 
 
 def equivalent(a: str | None, b: str | None, timeout: float = DEFAULT_TIMEOUT) -> bool:
     """True when two answers are mathematically the same; ``a`` is the reference when there is one.
 
-    Canonical keys first, then exact rational arithmetic (with percent), then math-verify (sympy)
-    in a worker process: expressions, intervals, sets, tuples, rounding of decimals. The symbolic
-    step takes at most ``timeout`` seconds, from any thread; past it, or without a worker, the
-    answer is False. Results are cached per pair.
+    :func:`tts.answers.settle` first (canonical keys, exact rational arithmetic with percent), then
+    math-verify (sympy) in a worker process: expressions, intervals, sets, tuples, rounding of
+    decimals. The symbolic step takes at most ``timeout`` seconds, from any thread; past it, or
+    without a worker, the answer is False. Results are cached per pair.
     """
-    if a is None or b is None:
-        return False
     if timeout <= 0:
         raise ConfigError(f"equivalent(timeout=...) must be > 0 seconds, got {timeout}.")
-    ka, kb = canonical(a), canonical(b)
-    if not ka or not kb:
-        return False
-    if ka == kb:
-        return True
-    na, nb = _rational(ka), _rational(kb)
-    if na is not None and nb is not None:
-        verdict = _compare_numbers(na, nb, "%" in a, "%" in b)
-        if verdict is not None:
-            return verdict
-    if _WORDS_RE.match(ka) and _WORDS_RE.match(kb):
-        return False  # different words ("evelyn", "c"): nothing symbolic to find
+    verdict = settle(a, b)
+    if verdict is not None or a is None or b is None:
+        return bool(verdict)
     try:
-        return _symbolic_equal(_normalise(a, keep_text=True), _normalise(b, keep_text=True), float(timeout))
+        return _symbolic_equal(normalise_latex(a, keep_text=True), normalise_latex(b, keep_text=True), float(timeout))
     except WorkerUnavailable as exc:
         logger.error("cannot compare %.80r and %.80r symbolically (%s); judged not equivalent", a, b, exc)
         return False
-
-
-# --------------------------------------------------------------------------------------------------
-# References from dataset solutions
-# --------------------------------------------------------------------------------------------------
-
-
-def gsm8k_reference(solution: str) -> str:
-    """The final answer of a GSM8K solution: the text after its last ``####``, separators stripped."""
-    if "####" not in solution:
-        raise ConfigError("gsm8k_reference: the solution has no '#### <answer>' line; pass a GSM8K "
-                          "'answer' field, or set Problem.reference to the final answer directly.")
-    answer = solution.rsplit("####", 1)[1].strip()
-    return _plain_number(answer) or answer
-
-
-_ANSWER_TRAILER_RE = re.compile(r"The answer is:?\s*(.+?)\s*$", re.DOTALL)
-
-
-def math_reference(solution: str) -> str:
-    """The final answer of a MATH solution: after its last "The answer is:", else its last box."""
-    idx = solution.rfind("The answer is")
-    if idx >= 0:
-        m = _ANSWER_TRAILER_RE.match(solution, idx)
-        if m and m.group(1):
-            return _unwrap_math(m.group(1)).rstrip(".").strip()
-    boxed = extract_boxed(solution)
-    if boxed is None:
-        raise ConfigError("math_reference: the solution has neither 'The answer is: X' nor \\boxed{X}; "
-                          "set Problem.reference to the final answer directly.")
-    return boxed
-
-
-def _reference_answer(reference: str) -> str:
-    """A reference that is a whole worked solution is reduced to its final answer."""
-    if "####" in reference:
-        return gsm8k_reference(reference)
-    if "The answer is" in reference or _BOXED_RE.search(reference):
-        return math_reference(reference)
-    return reference
 
 
 # --------------------------------------------------------------------------------------------------
@@ -534,31 +96,40 @@ def _reference_answer(reference: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
+class MathOptions(VerifierOptions):
+    """Options of :class:`MathVerifier`."""
+
+    reveal_reference: bool = False
+    """Name the reference in feedback (it leaks the label to ``refine``)."""
+    timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0)
+    """Seconds a symbolic comparison may take before it counts as "not equivalent"."""
+
+
 class MathVerifier:
     """Scores each candidate 1.0 when its answer is equivalent to ``problem.reference``, else 0.0.
 
-    A candidate without a parsed answer is read again with :func:`extract_answer`. Feedback (what
-    ``refine`` shows the model) says whether an answer was found and whether it is correct; it
-    names the reference only with ``reveal_reference=True``, since showing it would leak the label.
+    A candidate without a parsed answer is read again with :func:`tts.answers.extract_answer`.
+    Feedback (what ``refine`` shows the model) says whether an answer was found and whether it is
+    correct; it names the reference only with ``reveal_reference=True``, since showing it would
+    leak the label.
     """
 
     name: ClassVar[str] = "math"
+    Options = MathOptions
 
-    def __init__(self, *, reveal_reference: bool = False, timeout: float = DEFAULT_TIMEOUT) -> None:
-        if timeout <= 0:
-            raise ConfigError(f"MathVerifier(timeout=...) must be > 0 seconds, got {timeout}.")
-        self.reveal_reference = reveal_reference
-        self.timeout = timeout
-        self.cost = VerifierCost(kind="symbolic", calls=0, max_seconds=timeout)
+    def __init__(self, options: MathOptions | Mapping[str, Any] | None = None, **kw: Any) -> None:
+        self.options = verifier_options(MathOptions, options, kw, self.name)
+        self.cost = VerifierCost(kind="symbolic", calls=0, max_seconds=self.options.timeout)
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
         """One score per candidate, in order. Symbolic checks run in threads, concurrently, so the
         event loop never waits on sympy."""
         if problem.reference is None:
-            raise ConfigError(f"MathVerifier needs a reference answer: problem {problem.id!r} has "
-                              "reference=None; set Problem(reference=...) or use a reference-free verifier.")
-        reference = _reference_answer(problem.reference)
+            raise ConfigError(
+                f"MathVerifier needs a reference answer: problem {problem.id!r} has "
+                "reference=None; set Problem(reference=...) or use a reference-free verifier."
+            )
+        reference = reference_answer(problem.reference)
         answers = [c.answer if c.answer is not None else extract_answer(c.text) for c in candidates]
         verdicts = await asyncio.gather(*(self._judge(reference, a) for a in answers))
         return [self._score(reference, a, ok) for a, ok in zip(answers, verdicts, strict=True)]
@@ -568,12 +139,12 @@ class MathVerifier:
             return False
         if canonical(reference) == canonical(answer):
             return True  # the common case, without a thread hop
-        return await asyncio.to_thread(equivalent, reference, answer, self.timeout)
+        return await asyncio.to_thread(equivalent, reference, answer, self.options.timeout)
 
     def _score(self, reference: str, answer: str | None, ok: bool) -> Score:
         if answer is None:
             feedback = "No final answer found: end with \\boxed{answer} or 'The answer is X.'"
-        elif self.reveal_reference:
+        elif self.options.reveal_reference:
             feedback = f"correct: {answer}" if ok else f"expected {reference}, got {answer}"
         else:
             feedback = f"The answer {answer} is correct." if ok else f"The answer {answer} is incorrect."

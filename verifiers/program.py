@@ -23,22 +23,27 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, cast
 
-from tts.errors import ConfigError
+from pydantic import Field
+
+from tts.errors import ConfigError, parse_options
 from tts.types import Candidate, Problem, Score
 
 from . import _sandbox
-from .base import VerifierCost
+from .base import VerifierCost, VerifierOptions, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
 __all__ = [
+    "Game24Options",
     "Game24Verifier",
     "IsolationLevel",
+    "ProgramOptions",
     "ProgramResult",
     "ProgramVerifier",
+    "SandboxLimits",
     "arun_program",
     "check_game24",
     "code_blocks",
@@ -85,54 +90,75 @@ def sandbox_isolation() -> IsolationLevel:
         raise ConfigError(str(exc)) from None
 
 
+class SandboxLimits(VerifierOptions):
+    """What a sandboxed program may use (the limits of :func:`run_program`)."""
+
+    timeout: float = Field(default=5.0, gt=0)
+    """Seconds of wall time (and about as much CPU time)."""
+    memory_mb: int = Field(default=512, ge=64)
+    """Address space per process, MB (the interpreter alone needs ~30 MB)."""
+    max_output: int = Field(default=64_000, ge=0)
+    """Characters on each of stdout and stderr; more kills the program."""
+    max_processes: int = Field(default=8, ge=1)
+    """Processes and threads."""
+    max_file_mb: int = Field(default=16, ge=1)
+    """Size of one written file, MB."""
+    disk_mb: int = Field(default=64, ge=1)
+    """Size of the work folder, MB."""
+    max_open_files: int = Field(default=64, ge=16)
+    isolation: IsolationLevel | None = None
+    """Lower the isolation level (tests); None: the best this machine supports."""
+
+
 def _check_files(files: Mapping[str, str | bytes]) -> None:
     for name in files:
         parts = name.split("/")
         if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ConfigError(f"files: {name!r} must be a relative path without '.', '..' or empty parts, "
-                              "e.g. 'data/input.txt'.")
+            raise ConfigError(
+                f"files: {name!r} must be a relative path without '.', '..' or empty parts, e.g. 'data/input.txt'."
+            )
         if name == "main.py":
             raise ConfigError("files: 'main.py' is the program itself; give the file another name.")
 
 
-def run_program(code: str, *, timeout: float = 5.0, memory_mb: int = 512, max_output: int = 64_000,
-                stdin: str = "", files: dict[str, str] | None = None, max_processes: int = 8,
-                max_file_mb: int = 16, disk_mb: int = 64, max_open_files: int = 64,
-                isolation: IsolationLevel | None = None) -> ProgramResult:
+def run_program(
+    code: str, *, stdin: str = "", files: dict[str, str] | None = None, limits: SandboxLimits | None = None, **kw: Any
+) -> ProgramResult:
     """Run Python source ``code`` in the sandbox and return what it printed and how it ended.
 
-    Limits: ``timeout`` seconds of wall time (and about as much CPU time), ``memory_mb`` of address
-    space per process, ``max_processes`` processes and threads, ``max_output`` characters on each
-    of stdout and stderr (more kills the program), files of at most ``max_file_mb`` in a work folder
-    of ``disk_mb`` (its current directory, also ``HOME`` and ``TMPDIR``), where ``files`` (relative
-    path -> text) are written first; ``stdin`` is its standard input. ``isolation`` lowers the level
-    for this call (tests); by default the best one this machine supports (:func:`sandbox_isolation`).
-    Blocks until the program ends; :func:`arun_program` is the asyncio form.
+    ``limits`` (or its fields as keyword arguments: ``timeout=2.0, memory_mb=256``) bound what the
+    program may use (see :class:`SandboxLimits`); its work folder (its current directory, also
+    ``HOME`` and ``TMPDIR``) gets ``files`` (relative path -> text) first; ``stdin`` is its
+    standard input. Blocks until the program ends; :func:`arun_program` is the asyncio form.
     """
-    if not timeout > 0:
-        raise ConfigError(f"timeout must be > 0 seconds, got {timeout}.")
-    if memory_mb < 64:
-        raise ConfigError(f"memory_mb must be >= 64 (the interpreter alone needs ~30 MB), got {memory_mb}.")
-    if max_output < 0:
-        raise ConfigError(f"max_output must be >= 0, got {max_output}.")
-    for field, value in (("max_processes", max_processes), ("max_file_mb", max_file_mb),
-                         ("disk_mb", disk_mb)):
-        if value < 1:
-            raise ConfigError(f"{field} must be >= 1, got {value}.")
-    if max_open_files < 16:
-        raise ConfigError(f"max_open_files must be >= 16, got {max_open_files}.")
-    if isolation is not None and isolation not in ("strong", "userns", "rlimits"):
-        raise ConfigError(f"isolation must be 'strong', 'userns' or 'rlimits', got {isolation!r}.")
+    if limits is None or kw:
+        limits = parse_options(SandboxLimits, {**(limits.model_dump() if limits else {}), **kw}, where="run_program")
     files = dict(files or {})
     _check_files(files)
-    if isolation is None:
-        isolation = sandbox_isolation()
-    raw = _sandbox.execute(code, timeout=timeout, memory_mb=memory_mb, max_output=max_output, stdin=stdin,
-                           files=files, max_processes=max_processes, max_file_mb=max_file_mb,
-                           disk_mb=disk_mb, max_open_files=max_open_files, isolation=isolation)
-    return ProgramResult(ok=raw.exit_code == 0 and raw.killed_reason is None, stdout=raw.stdout,
-                         stderr=raw.stderr, exit_code=raw.exit_code, timed_out=raw.timed_out,
-                         killed_reason=raw.killed_reason, isolation=raw.level, duration=raw.duration)
+    isolation = limits.isolation or sandbox_isolation()
+    raw = _sandbox.execute(
+        code,
+        timeout=limits.timeout,
+        memory_mb=limits.memory_mb,
+        max_output=limits.max_output,
+        stdin=stdin,
+        files=files,
+        max_processes=limits.max_processes,
+        max_file_mb=limits.max_file_mb,
+        disk_mb=limits.disk_mb,
+        max_open_files=limits.max_open_files,
+        isolation=isolation,
+    )
+    return ProgramResult(
+        ok=raw.exit_code == 0 and raw.killed_reason is None,
+        stdout=raw.stdout,
+        stderr=raw.stderr,
+        exit_code=raw.exit_code,
+        timed_out=raw.timed_out,
+        killed_reason=raw.killed_reason,
+        isolation=raw.level,
+        duration=raw.duration,
+    )
 
 
 async def arun_program(code: str, **kwargs: Any) -> ProgramResult:
@@ -216,6 +242,20 @@ def _failure(result: ProgramResult, timeout: float) -> str:
     return f"exit code {result.exit_code}"
 
 
+class ProgramOptions(VerifierOptions):
+    """Options of :class:`ProgramVerifier` (``ProgramVerifier(tests)`` sets ``tests``)."""
+
+    tests: str | Annotated[list[str], Field(strict=False)] | None = None
+    """Unit tests for every problem (else ``problem.metadata["tests"]``)."""
+    io_tests: Annotated[list[dict[str, Any]], Field(strict=False)] | None = None
+    """stdin/stdout cases for every problem (else ``problem.metadata["io_tests"]``)."""
+    timeout: float = Field(default=5.0, gt=0)
+    """Seconds per program run."""
+    memory_mb: int = Field(default=512, ge=64)
+    max_concurrency: int = Field(default=4, ge=1)
+    """Programs run at once."""
+
+
 class ProgramVerifier:
     """Runs each candidate's code in the sandbox, optionally against unit tests.
 
@@ -233,29 +273,23 @@ class ProgramVerifier:
     """
 
     name: ClassVar[str] = "program"
+    Options = ProgramOptions
 
-    def __init__(self, tests: str | Sequence[str] | None = None, *,
-                 io_tests: Sequence[Mapping[str, str]] | None = None, timeout: float = 5.0,
-                 memory_mb: int = 512, max_concurrency: int = 4) -> None:
-        if not timeout > 0:
-            raise ConfigError(f"ProgramVerifier timeout must be > 0 seconds, got {timeout}.")
-        if max_concurrency < 1:
-            raise ConfigError(f"ProgramVerifier max_concurrency must be >= 1, got {max_concurrency}.")
-        self.tests = tests
-        self.io_tests = io_tests
-        self.timeout = timeout
-        self.memory_mb = memory_mb
-        self.max_concurrency = max_concurrency
-        self.cost = VerifierCost(kind="program", calls=0, max_seconds=timeout)
+    def __init__(
+        self, options: ProgramOptions | Mapping[str, Any] | str | Sequence[str] | None = None, **kw: Any
+    ) -> None:
+        self.options = verifier_options(ProgramOptions, options, kw, self.name, first="tests")
+        self.limits = SandboxLimits(timeout=self.options.timeout, memory_mb=self.options.memory_mb)
+        self.cost = VerifierCost(kind="program", calls=0, max_seconds=self.options.timeout)
 
     def _tests_of(self, problem: Problem) -> tuple[list[str], list[tuple[str, str]]]:
-        tests = self.tests if self.tests is not None else problem.metadata.get("tests")
-        io = self.io_tests if self.io_tests is not None else problem.metadata.get("io_tests")
+        o = self.options
+        tests = o.tests if o.tests is not None else problem.metadata.get("tests")
+        io = o.io_tests if o.io_tests is not None else problem.metadata.get("io_tests")
         snippets = [tests] if isinstance(tests, str) else list(tests or [])
         entry = problem.metadata.get("entry_point")
         if entry:
-            snippets = [t + f"\ncheck({entry})\n" if re.search(r"^def check\(", t, re.M) else t
-                        for t in snippets]
+            snippets = [t + f"\ncheck({entry})\n" if re.search(r"^def check\(", t, re.M) else t for t in snippets]
         cases = []
         for i, case in enumerate(io or []):
             if "input" not in case or "output" not in case:
@@ -263,15 +297,14 @@ class ProgramVerifier:
             cases.append((str(case["input"]), str(case["output"])))
         return snippets, cases
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
         """One score per candidate, in order; programs run ``max_concurrency`` at a time."""
         snippets, cases = self._tests_of(problem)
-        gate = asyncio.Semaphore(self.max_concurrency)
+        gate = asyncio.Semaphore(self.options.max_concurrency)
 
         async def run(code: str, stdin: str = "") -> ProgramResult:
             async with gate:
-                return await arun_program(code, timeout=self.timeout, memory_mb=self.memory_mb, stdin=stdin)
+                return await arun_program(code, limits=self.limits, stdin=stdin)
 
         async def judge(candidate: Candidate) -> Score:
             source = candidate.text or candidate.answer or ""
@@ -280,8 +313,11 @@ class ProgramVerifier:
                 return Score(value=0.0, passed=False, feedback="No code found.", verifier=self.name)
             if not snippets and not cases:
                 result = await run(code)
-                feedback = (_tail(result.stdout) if result.ok else
-                            f"{_failure(result, self.timeout)}\n{_tail(result.stderr)}".strip())
+                feedback = (
+                    _tail(result.stdout)
+                    if result.ok
+                    else f"{_failure(result, self.options.timeout)}\n{_tail(result.stderr)}".strip()
+                )
                 return Score(value=float(result.ok), passed=result.ok, feedback=feedback, verifier=self.name)
             jobs = [self._run_unit_tests(code, snippets, run)] if snippets else []
             jobs += [self._run_io_case(code, i, inp, out, run) for i, (inp, out) in enumerate(cases)]
@@ -290,8 +326,7 @@ class ProgramVerifier:
             total = len(snippets) + len(cases)
             errors = [msg for _, msg in outcomes if msg]
             ok = passed == total
-            feedback = (f"all {total} tests passed" if ok else
-                        f"{passed}/{total} tests passed\n" + "\n".join(errors))
+            feedback = f"all {total} tests passed" if ok else f"{passed}/{total} tests passed\n" + "\n".join(errors)
             return Score(value=passed / total, passed=ok, feedback=feedback.strip(), verifier=self.name)
 
         return list(await asyncio.gather(*(judge(c) for c in candidates)))
@@ -304,7 +339,7 @@ class ProgramVerifier:
         passed = min(int(marker[-1]), len(snippets)) if marker and result.ok else 0
         if passed == len(snippets):
             return passed, ""
-        why = "" if marker and result.ok else _failure(result, self.timeout) + "\n"
+        why = "" if marker and result.ok else _failure(result, self.options.timeout) + "\n"
         return passed, why + _tail(result.stderr)
 
     async def _run_io_case(self, code: str, i: int, stdin: str, expected: str, run: Any) -> tuple[int, str]:
@@ -312,9 +347,11 @@ class ProgramVerifier:
         if result.ok and _normalize_output(result.stdout) == _normalize_output(expected):
             return 1, ""
         if not result.ok:
-            return 0, f"--- io test {i} ({_failure(result, self.timeout)}):\n{_tail(result.stderr)}"
-        return 0, (f"--- io test {i}: wrong output\ninput:\n{_tail(stdin, 300)}\n"
-                   f"expected:\n{_tail(expected, 300)}\ngot:\n{_tail(result.stdout, 300)}")
+            return 0, f"--- io test {i} ({_failure(result, self.options.timeout)}):\n{_tail(result.stderr)}"
+        return 0, (
+            f"--- io test {i}: wrong output\ninput:\n{_tail(stdin, 300)}\n"
+            f"expected:\n{_tail(expected, 300)}\ngot:\n{_tail(result.stdout, 300)}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,8 +361,20 @@ class ProgramVerifier:
 _NUMBERS_RE = re.compile(r"Numbers:\s*(\d+(?:[\s,]+\d+)*)", re.IGNORECASE)
 _ANSWER_RE = re.compile(r"(?:answer\s*(?:is)?\s*[:=]?|\\boxed\{)\s*(.+)", re.IGNORECASE)
 _MAX_EXPRESSION = 200
-_SYMBOLS = {"×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "\\times": "*", "\\cdot": "*", "\\div": "/",
-            "\\left": "", "\\right": "", "{": "(", "}": ")"}
+_SYMBOLS = {
+    "×": "*",
+    "·": "*",
+    "÷": "/",
+    "−": "-",
+    "–": "-",
+    "\\times": "*",
+    "\\cdot": "*",
+    "\\div": "/",
+    "\\left": "",
+    "\\right": "",
+    "{": "(",
+    "}": ")",
+}
 
 
 def game24_numbers(problem: Problem) -> list[int]:
@@ -338,8 +387,10 @@ def game24_numbers(problem: Problem) -> list[int]:
         m = _NUMBERS_RE.search(problem.question)
         numbers = [int(n) for n in re.split(r"[\s,]+", m.group(1).strip())] if m else []
     if len(numbers) != 4:
-        raise ConfigError(f"problem {problem.id!r} must give four numbers as 'Numbers: a b c d' in the "
-                          f"question or metadata['numbers'], got {numbers or problem.question[:80]!r}.")
+        raise ConfigError(
+            f"problem {problem.id!r} must give four numbers as 'Numbers: a b c d' in the "
+            f"question or metadata['numbers'], got {numbers or problem.question[:80]!r}."
+        )
     return numbers
 
 
@@ -353,7 +404,7 @@ def extract_expression(text: str | None) -> str | None:
     line = matches[-1] if matches else text.strip().splitlines()[-1]
     line = line.strip().strip("`*$ ").rstrip(".").strip()
     if line.startswith("\\boxed{"):
-        line = line[len("\\boxed{"):]
+        line = line[len("\\boxed{") :]
     if "=" in line:  # "(6 - 4) * (1 + 11) = 24" or "24 = ..."
         sides = [s.strip() for s in line.split("=") if s.strip()]
         line = next((s for s in sides if s != "24"), "")
@@ -365,8 +416,12 @@ def extract_expression(text: str | None) -> str | None:
     return line or None
 
 
-_BINARY = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b}
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
 
 
 def _evaluate(node: ast.AST, used: list[int]) -> Fraction:
@@ -407,11 +462,20 @@ def check_game24(expression: str | None, numbers: Sequence[int], target: int = 2
     except ValueError as exc:
         return False, f"not an arithmetic expression ({exc}): {expression!r}"
     if sorted(used) != sorted(numbers):
-        return False, (f"{expression} uses {' '.join(map(str, sorted(used)))}; it must use each of "
-                       f"{' '.join(map(str, sorted(numbers)))} exactly once")
+        return False, (
+            f"{expression} uses {' '.join(map(str, sorted(used)))}; it must use each of "
+            f"{' '.join(map(str, sorted(numbers)))} exactly once"
+        )
     if value != target:
         return False, f"{expression} = {value}, not {target}"
     return True, f"{expression} = {target}"
+
+
+class Game24Options(VerifierOptions):
+    """Options of :class:`Game24Verifier`."""
+
+    target: int = 24
+    """The value the expression must reach."""
 
 
 class Game24Verifier:
@@ -419,19 +483,19 @@ class Game24Verifier:
     ``+ - * /`` and parentheses and equal 24. A pure rule: the expression is parsed, never run."""
 
     name: ClassVar[str] = "game24"
+    Options = Game24Options
 
-    def __init__(self, target: int = 24) -> None:
-        self.target = target
+    def __init__(self, options: Game24Options | Mapping[str, Any] | int | None = None, **kw: Any) -> None:
+        self.options = verifier_options(Game24Options, options, kw, self.name, first="target")
         self.cost = VerifierCost(kind="rule", calls=0)
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
         """One score per candidate, in order: 1.0 when its expression is a solution."""
         numbers = game24_numbers(problem)
         out = []
         for c in candidates:
             expression = extract_expression(c.answer) if c.answer else None
             expression = expression or extract_expression(c.text)
-            ok, why = check_game24(expression, numbers, self.target)
+            ok, why = check_game24(expression, numbers, self.options.target)
             out.append(Score(value=float(ok), passed=ok, feedback=why, verifier=self.name))
         return out

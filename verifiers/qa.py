@@ -1,7 +1,8 @@
 """Short-answer and multiple-choice answers: SQuAD-style exact match, token F1, choice letters, aliases.
 
-- :func:`normalize_answer` is SQuAD's normalisation (lower-case, no punctuation, no articles, single
-  spaces), so "The Eiffel Tower." matches "eiffel tower".
+- Answers are compared after :func:`tts.answers.normalize_answer`, SQuAD's normalisation (lower-case,
+  no punctuation, no articles, single spaces, accents folded), so "The Eiffel Tower." matches
+  "eiffel tower".
 - :func:`exact_match` and :func:`f1_score` take one reference or several acceptable ones (aliases)
   and return the best match, as SQuAD and TriviaQA score.
 - :func:`extract_choice` reads the chosen letter from a reply: "(B)", "Answer: b",
@@ -15,37 +16,31 @@
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, ClassVar, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field, field_validator
+
+from tts.answers import normalize_answer
 from tts.errors import ConfigError
 from tts.types import Candidate, Problem, Score
 
-from .base import VerifierCost
+from .base import VerifierCost, VerifierOptions, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
 __all__ = [
+    "ChoiceOptions",
     "ChoiceVerifier",
+    "QAOptions",
     "QAVerifier",
     "exact_match",
     "extract_choice",
     "f1_score",
-    "normalize_answer",
     "references_of",
 ]
-
-_ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u201d")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lower-case, drop punctuation and the articles a/an/the, squeeze spaces."""
-    text = text.lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES_RE.sub(" ", text).split())
 
 
 def _as_list(references: str | Iterable[str]) -> list[str]:
@@ -167,77 +162,109 @@ def _feedback(answer: str | None, ok: bool, refs: Sequence[str], reveal: bool) -
 def _require_refs(problem: Problem, verifier: str, separator: str | None) -> list[str]:
     refs = references_of(problem, separator)
     if not refs:
-        raise ConfigError(f"{verifier} needs a reference answer: problem {problem.id!r} has none; set "
-                          "Problem(reference=...) or metadata['aliases'].")
+        raise ConfigError(
+            f"{verifier} needs a reference answer: problem {problem.id!r} has none; set "
+            "Problem(reference=...) or metadata['aliases']."
+        )
     return refs
+
+
+class QAOptions(VerifierOptions):
+    """Options of :class:`QAVerifier`."""
+
+    metric: Literal["em", "f1"] = "em"
+    """``em``: 1/0 by normalised exact match; ``f1``: token F1, passing at ``threshold``."""
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    reveal_reference: bool = False
+    """Name the reference in feedback (it leaks the label to ``refine``)."""
+    separator: str | None = "|"
+    """Splits ``problem.reference`` into accepted answers (None: not split)."""
 
 
 class QAVerifier:
     """Short answers against a reference and its aliases: ``em`` scores 1/0 by normalised exact
-    match; ``f1`` scores the token F1 and passes at ``threshold``."""
+    match; ``f1`` scores the token F1 and passes at ``threshold``. ``QAVerifier("f1")`` sets the metric."""
 
     name: ClassVar[str] = "qa"
+    Options = QAOptions
 
-    def __init__(self, metric: Literal["em", "f1"] = "em", *, threshold: float = 0.5,
-                 reveal_reference: bool = False, separator: str | None = "|") -> None:
-        if metric not in ("em", "f1"):
-            raise ConfigError(f"QAVerifier metric must be 'em' or 'f1', got {metric!r}.")
-        if not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"QAVerifier threshold must be in [0, 1], got {threshold}.")
-        self.metric = metric
-        self.threshold = threshold
-        self.reveal_reference = reveal_reference
-        self.separator = separator
+    def __init__(self, options: QAOptions | Mapping[str, Any] | str | None = None, **kw: Any) -> None:
+        self.options = verifier_options(QAOptions, options, kw, self.name, first="metric")
         self.cost = VerifierCost(kind="rule", calls=0)
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
         """One score per candidate, in order; a candidate without a parsed answer is judged on its text."""
-        refs = _require_refs(problem, "QAVerifier", self.separator)
+        o = self.options
+        refs = _require_refs(problem, "QAVerifier", o.separator)
         out = []
         for c in candidates:
             answer = c.answer if c.answer is not None else (c.text.strip() or None)
-            if self.metric == "em":
+            if o.metric == "em":
                 value = float(exact_match(answer, refs))
                 ok = value == 1.0
             else:
                 value = f1_score(answer, refs)
-                ok = value >= self.threshold
-            out.append(Score(value=value, passed=ok, verifier=self.name,
-                             feedback=_feedback(answer, ok, refs, self.reveal_reference)))
+                ok = value >= o.threshold
+            out.append(
+                Score(
+                    value=value, passed=ok, verifier=self.name, feedback=_feedback(answer, ok, refs, o.reveal_reference)
+                )
+            )
         return out
 
 
+class ChoiceOptions(VerifierOptions):
+    """Options of :class:`ChoiceVerifier`."""
+
+    letters: str = "ABCD"
+    """The option letters, distinct (any case)."""
+    reveal_reference: bool = False
+    separator: str | None = "|"
+
+    @field_validator("letters")
+    @classmethod
+    def _letters(cls, v: str) -> str:
+        return _check_letters(v)
+
+
 class ChoiceVerifier:
-    """Multiple choice: the letter a candidate picks against the reference letter(s)."""
+    """Multiple choice: the letter a candidate picks against the reference letter(s).
+    ``ChoiceVerifier("ABCDE")`` sets the letters."""
 
     name: ClassVar[str] = "choice"
+    Options = ChoiceOptions
 
-    def __init__(self, letters: str = "ABCD", *, reveal_reference: bool = False,
-                 separator: str | None = "|") -> None:
-        self.letters = _check_letters(letters)
-        self.reveal_reference = reveal_reference
-        self.separator = separator
+    def __init__(self, options: ChoiceOptions | Mapping[str, Any] | str | None = None, **kw: Any) -> None:
+        self.options = verifier_options(ChoiceOptions, options, kw, self.name, first="letters")
         self.cost = VerifierCost(kind="rule", calls=0)
 
     def _reference_letters(self, problem: Problem) -> list[str]:
-        refs = _require_refs(problem, "ChoiceVerifier", self.separator)
-        letters = [extract_choice(r, self.letters) for r in refs]
-        if None in letters:
-            raise ConfigError(f"ChoiceVerifier: problem {problem.id!r} has reference {problem.reference!r}; "
-                              f"each reference must name one of the letters {self.letters!r}, "
-                              "e.g. 'B' or '(B)'.")
-        return [x for x in letters if x is not None]
+        letters = self.options.letters
+        refs = _require_refs(problem, "ChoiceVerifier", self.options.separator)
+        found = [extract_choice(r, letters) for r in refs]
+        if None in found:
+            raise ConfigError(
+                f"ChoiceVerifier: problem {problem.id!r} has reference {problem.reference!r}; "
+                f"each reference must name one of the letters {letters!r}, "
+                "e.g. 'B' or '(B)'."
+            )
+        return [x for x in found if x is not None]
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
         """One score per candidate, in order: 1.0 when its letter is a reference letter."""
         refs = self._reference_letters(problem)
+        letters = self.options.letters
         out = []
         for c in candidates:
-            letter = extract_choice(c.answer, self.letters) if c.answer else None
-            letter = letter or extract_choice(c.text, self.letters)
+            letter = extract_choice(c.answer, letters) if c.answer else None
+            letter = letter or extract_choice(c.text, letters)
             ok = letter in refs
-            out.append(Score(value=float(ok), passed=ok, verifier=self.name,
-                             feedback=_feedback(letter, ok, refs, self.reveal_reference)))
+            out.append(
+                Score(
+                    value=float(ok),
+                    passed=ok,
+                    verifier=self.name,
+                    feedback=_feedback(letter, ok, refs, self.options.reveal_reference),
+                )
+            )
         return out

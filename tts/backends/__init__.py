@@ -1,19 +1,29 @@
 """Backends: ``fake`` (tests, simulations), ``hf`` (transformers, the embedded CPU default),
 ``vllm`` (the real engine) and ``openai`` (any OpenAI-compatible server).
 
-Heavy engines are imported inside the backend classes, never at ``import tts``.
+Heavy engines are imported inside the backend classes, never at ``import tts``. Every backend
+takes a pydantic ``Options`` (a :class:`BackendOptions`) and an optional ``pricing``
+(:class:`Pricing`, USD per million tokens) from which the scheduler charges ``Usage.cost``.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 from typing import Any
 
-from tts.backends.base import Backend, Batcher, Capabilities, Handle
+from tts.backends.base import Backend, BackendOptions, Batcher, Capabilities, Handle, Pricing
 from tts.errors import ConfigError
 
-__all__ = ["BACKENDS", "Backend", "Batcher", "Capabilities", "Handle", "known_capabilities", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendOptions",
+    "Batcher",
+    "Capabilities",
+    "Handle",
+    "Pricing",
+    "known_capabilities",
+]
 
 BACKENDS: dict[str, str] = {
     "fake": "tts.backends.fake:FakeBackend",
@@ -25,14 +35,10 @@ BACKENDS: dict[str, str] = {
 
 
 def backend_class(name: str) -> Any:
-    if name not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(sorted(BACKENDS))}, got {name!r}.")
-    module, _, attr = BACKENDS[name].partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"backend {name!r} is not available ({exc}); install its extra, "
-                          f"e.g. pip install 'tts-scale[{'cpu' if name == 'hf' else name}]'.") from exc
+    """The backend class registered as ``name`` (:data:`tts.registry.REGISTRY`, plugins included)."""
+    from tts.registry import REGISTRY
+
+    return REGISTRY.get("backend", name)
 
 
 @functools.cache
@@ -45,8 +51,3 @@ def known_capabilities() -> dict[str, Capabilities]:
         except (ConfigError, AttributeError):
             continue
     return table
-
-
-def make_backend(name: str, **options: Any) -> Backend:
-    """Build a backend by name with its options (``make_backend("hf", model="path")``)."""
-    return backend_class(name)(**options)

@@ -7,22 +7,80 @@ inside a backend without changing any caller.
 
 A backend declares :class:`Capabilities`; :meth:`Capabilities.check` refuses a request that asks
 for a control the backend lacks, naming the control and the backends that have it.
+
+Every built-in backend takes its options as a pydantic model deriving from :class:`BackendOptions`
+(``Backend(options)`` or ``Backend(**options)``, validated by :func:`tts.errors.parse_options`), and
+every backend may carry ``pricing`` (:class:`Pricing`, USD per million tokens): the scheduler
+charges ``Usage.cost`` from ``backend.pricing`` when it is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from tts.errors import Cancelled, UnsupportedControl
+from pydantic import BaseModel, ConfigDict, Field
+
+from tts.errors import Cancelled, ConfigError, UnsupportedControl, parse_options
 from tts.types import Completion, Request
 
-__all__ = ["Backend", "Batcher", "Capabilities", "Handle"]
+__all__ = ["Backend", "BackendOptions", "Batcher", "Capabilities", "Handle", "Pricing", "backend_options"]
+
+OptionsT = TypeVar("OptionsT", bound="BackendOptions")
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False, use_attribute_docstrings=True)
+
+
+class Pricing(BaseModel):
+    """What a backend's tokens cost, in USD per million tokens (``Usage.cost`` is charged from it).
+
+    ``backend: {name: openai, pricing: {prompt: 0.15, cached_prompt: 0.075, completion: 0.6}}``
+    """
+
+    model_config = _STRICT
+
+    prompt: float = Field(ge=0)
+    """USD per million prompt tokens computed (not served from a prefix cache)."""
+    completion: float = Field(ge=0)
+    """USD per million generated tokens."""
+    cached_prompt: float | None = Field(default=None, ge=0)
+    """USD per million prompt tokens served from the prefix cache; ``None``: the ``prompt`` price."""
+
+    def cost(self, prompt_tokens: int, cached_prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one request; ``prompt_tokens`` counts the cached ones too (as ``Usage`` does)."""
+        cached = min(cached_prompt_tokens, prompt_tokens)
+        cached_price = self.prompt if self.cached_prompt is None else self.cached_prompt
+        return (
+            (prompt_tokens - cached) * self.prompt + cached * cached_price + completion_tokens * self.completion
+        ) / 1e6
+
+
+class BackendOptions(BaseModel):
+    """Options every backend shares; each backend's ``Options`` derives from it.
+
+    Strict types (no ``"4"`` for an int, no NaN), unknown keys refused with a did-you-mean.
+    """
+
+    model_config = _STRICT
+
+    pricing: Pricing | None = None
+    """USD per million prompt, cached prompt and completion tokens; ``None``: cost is not counted."""
+
+
+def backend_options(
+    model: type[OptionsT], options: OptionsT | Mapping[str, Any] | None, kw: Mapping[str, Any], *, name: str
+) -> OptionsT:
+    """A backend's options from ``options`` (an instance or a mapping) or keyword arguments, not both;
+    a failure is one :class:`ConfigError` line, ``NAME backend: field must be ..., got V.``."""
+    if options is not None and kw:
+        raise ConfigError(f"{name} backend: pass either options=... or keyword options, not both.")
+    return parse_options(model, kw if options is None else options, where=f"{name} backend")
 
 
 @dataclass(frozen=True)
@@ -76,8 +134,11 @@ class Capabilities:
             control = missing[0]
             from tts.backends import known_capabilities
 
-            others = [name for name, caps in known_capabilities().items()
-                      if name != backend and not caps.missing_control(control)]
+            others = [
+                name
+                for name, caps in known_capabilities().items()
+                if name != backend and not caps.missing_control(control)
+            ]
             where = f"; backends that have it: {', '.join(others)}" if others else ""
             raise UnsupportedControl(
                 f"backend {backend!r} does not support {control.replace(':', ' ')}{where}. "
@@ -87,27 +148,37 @@ class Capabilities:
     def missing_control(self, control: str) -> bool:
         if control.startswith("constraint:"):
             return control.split(":", 1)[1] not in self.constraints
-        attr = {"beam_search": "beam_search", "logprobs": "logprobs", "penalties": "penalties",
-                "banned_words": "banned_words", "min_p": "min_p"}[control]
+        attr = {
+            "beam_search": "beam_search",
+            "logprobs": "logprobs",
+            "penalties": "penalties",
+            "banned_words": "banned_words",
+            "min_p": "min_p",
+        }[control]
         return not getattr(self, attr)
 
     def describe(self) -> dict[str, Any]:
-        return {f.name: (sorted(v) if isinstance(v := getattr(self, f.name), frozenset) else v)
-                for f in fields(self)}
+        return {f.name: (sorted(v) if isinstance(v := getattr(self, f.name), frozenset) else v) for f in fields(self)}
 
 
 class Handle:
     """The awaitable outcome of one submitted request.
 
     ``await handle`` gives the list of completions; ``handle.cancel()`` withdraws queued work (and
-    aborts in-flight work where the backend can); awaiting a cancelled handle raises
-    :class:`tts.errors.Cancelled`.
+    aborts in-flight work where the backend can). Awaiting a cancelled handle raises
+    :class:`tts.errors.Cancelled` when nothing had run; when the engine had already generated
+    (an in-flight request aborted, a running batch), it gives what was generated, the aborted
+    samples marked ``finish_reason="abort"``, so whoever counts usage charges every token.
     """
 
     __slots__ = ("_cancel_hook", "future", "request")
 
-    def __init__(self, request: Request, future: asyncio.Future[list[Completion]],
-                 cancel_hook: Callable[[Handle], bool | None] | None = None) -> None:
+    def __init__(
+        self,
+        request: Request,
+        future: asyncio.Future[list[Completion]],
+        cancel_hook: Callable[[Handle], bool | None] | None = None,
+    ) -> None:
         self.request = request
         self.future = future
         self._cancel_hook = cancel_hook
@@ -141,7 +212,10 @@ class Handle:
 
 @runtime_checkable
 class Backend(Protocol):
-    """One required method: ``submit``. ``name`` and ``capabilities`` describe the backend."""
+    """One required method: ``submit``. ``name`` and ``capabilities`` describe the backend.
+
+    Optional: ``pricing`` (a :class:`Pricing` or ``None``), read by the scheduler to charge cost.
+    """
 
     name: ClassVar[str]
     capabilities: Capabilities
@@ -233,3 +307,49 @@ class Batcher:
 
 def monotonic() -> float:
     return time.perf_counter()
+
+
+def settle_from(future: asyncio.Future[list[Completion]], done: Any) -> None:
+    """Settle ``future`` from a finished task or concurrent future ``done``: its result, its
+    error, or :class:`~tts.errors.Cancelled` when it ended cancelled."""
+    if future.done():
+        return
+    if done.cancelled():
+        future.set_exception(Cancelled("request cancelled"))
+        future.exception()  # mark retrieved: nobody has to await a cancelled handle
+        return
+    exc = done.exception()
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(done.result())
+
+
+def task_handle(
+    request: Request, task: asyncio.Task[list[Completion]], cancel: Callable[[], Any] | None = None
+) -> Handle:
+    """A handle on ``task`` (running on the caller's loop), settled by the task's outcome.
+
+    ``handle.cancel()`` cancels the task (or calls ``cancel`` instead: an engine abort, say) and
+    leaves the handle to the task, so the cost of work already running is reported: a task that
+    stops before doing any work ends cancelled and the handle settles as
+    :class:`~tts.errors.Cancelled`; one that had work running returns its partial completions
+    (``finish_reason="abort"``) and the handle resolves with them.
+    """
+    future: asyncio.Future[list[Completion]] = task.get_loop().create_future()
+    task.add_done_callback(functools.partial(settle_from, future))
+
+    def hook(_handle: Handle) -> bool:
+        if cancel is not None:
+            cancel()
+        else:
+            task.cancel()
+        return False
+
+    return Handle(request, future, hook)
+
+
+def first_stop(text: str, stops: tuple[str, ...] | list[str]) -> int | None:
+    """Index of the earliest stop string in ``text`` (``None``: none occurs)."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None

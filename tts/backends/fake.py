@@ -23,17 +23,18 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from tts.backends.base import Batcher, Capabilities, Handle
+from tts.backends.base import BackendOptions, Batcher, Capabilities, Handle, backend_options, first_stop
 from tts.errors import ConfigError
 from tts.types import Completion, Problem, Request
 
 __all__ = [
     "CostModel",
     "FakeBackend",
+    "FakeOptions",
     "OracleModel",
     "OracleSpec",
     "ReplyModel",
@@ -76,16 +77,33 @@ class VirtualClock:
 class CostModel(BaseModel):
     """Engine cost model of the fake backend (virtual seconds)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
-    prefill_per_token: float = 0.0
+    prefill_per_token: float = Field(default=0.0, ge=0)
     """Cost of one uncached prompt token."""
-    decode_step: float = 0.0
+    decode_step: float = Field(default=0.0, ge=0)
     """Cost of one decode step for up to ``max_concurrency`` sequences."""
-    max_concurrency: int = 256
+    max_concurrency: int = Field(default=256, ge=1)
     """Sequences decoded together in one step (C)."""
-    per_batch: float = 0.0
+    per_batch: float = Field(default=0.0, ge=0)
     """Fixed overhead of one engine call."""
+
+
+class FakeOptions(BackendOptions):
+    """Options of the fake backend (the reply model is passed beside them)."""
+
+    cost: CostModel = CostModel()
+    """Engine cost model on the virtual clock (all zero by default)."""
+    prefix_cache: bool = False
+    """Cache full blocks of prompt words already seen, as vLLM's automatic prefix caching does."""
+    block_size: int = Field(default=16, ge=1)
+    """Prefix-cache block size in words."""
+    max_batch: int | None = Field(default=None, ge=1)
+    """Most requests per engine batch (``None``: all that are queued)."""
+    seed: int = 0
+    """Seed of the reply models' random draws."""
 
 
 class Scripted:
@@ -96,8 +114,12 @@ class Scripted:
     ``default`` answers the rest (without one, an unmatched prompt raises ConfigError).
     """
 
-    def __init__(self, by_prompt: Mapping[str, str | Sequence[str]] | None = None,
-                 queue: Iterable[str] | None = None, default: str | Callable[[str], str] | None = None) -> None:
+    def __init__(
+        self,
+        by_prompt: Mapping[str, str | Sequence[str]] | None = None,
+        queue: Iterable[str] | None = None,
+        default: str | Callable[[str], str] | None = None,
+    ) -> None:
         self.by_prompt = {k: ([v] if isinstance(v, str) else list(v)) for k, v in (by_prompt or {}).items()}
         self.queue = list(queue or [])
         self.default = default
@@ -116,8 +138,10 @@ class Scripted:
         if self.default is not None:
             text = self.default(prompt) if callable(self.default) else self.default
             return text, len(text.split()), None
-        raise ConfigError(f"fake backend: no scripted reply for prompt {prompt[:80]!r}; add a by_prompt key, "
-                          "a queue entry or a default.")
+        raise ConfigError(
+            f"fake backend: no scripted reply for prompt {prompt[:80]!r}; add a by_prompt key, "
+            "a queue entry or a default."
+        )
 
 
 @dataclass(frozen=True)
@@ -147,8 +171,9 @@ class OracleModel:
 
     @staticmethod
     def problem(pid: str, spec: OracleSpec, question: str = "What is the answer?") -> Problem:
-        return Problem(id=pid, question=f"[oracle:{pid}] {question}", reference=spec.answer,
-                       metadata={"p_correct": spec.p_correct})
+        return Problem(
+            id=pid, question=f"[oracle:{pid}] {question}", reference=spec.answer, metadata={"p_correct": spec.p_correct}
+        )
 
     def add(self, pid: str, spec: OracleSpec) -> Problem:
         self.specs[pid] = spec
@@ -161,14 +186,19 @@ class OracleModel:
     def reply(self, request: Request, prompt: str, index: int, rng: random.Random) -> tuple[str, int, float | None]:
         m = _ORACLE_RE.search(prompt)
         if m is None or m.group(1) not in self.specs:
-            raise ConfigError("oracle model: the prompt carries no known [oracle:ID] marker; build problems "
-                              "with OracleModel.add/problems and keep the question in the prompt.")
+            raise ConfigError(
+                "oracle model: the prompt carries no known [oracle:ID] marker; build problems "
+                "with OracleModel.add/problems and keep the question in the prompt."
+            )
         spec = self.specs[m.group(1)]
         if rng.random() < spec.p_correct:
             answer, mean_lp = spec.answer, spec.logprob_correct
         else:
-            answer = rng.choices(spec.wrong, weights=spec.wrong_weights)[0] if spec.wrong_weights \
+            answer = (
+                rng.choices(spec.wrong, weights=spec.wrong_weights)[0]
+                if spec.wrong_weights
                 else spec.wrong[int(rng.random() * len(spec.wrong))]
+            )
             mean_lp = spec.logprob_wrong
         tokens = spec.length[0] if spec.length[0] == spec.length[1] else rng.randint(*spec.length)
         lp = min(0.0, mean_lp + spec.logprob_noise * rng.gauss(0.0, 1.0))
@@ -183,21 +213,31 @@ class FakeBackend:
     """
 
     name: ClassVar[str] = "fake"
-    CAPABILITIES: ClassVar[Capabilities] = Capabilities(n_sampling=True, logprobs=True, priorities=True,
-                                                         prefix_reuse=True)
+    Options: ClassVar[type[FakeOptions]] = FakeOptions
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        n_sampling=True, logprobs=True, priorities=True, prefix_reuse=True
+    )
 
-    def __init__(self, model: ReplyModel | None = None, *, cost: CostModel | None = None, prefix_cache: bool = False,
-                 block_size: int = 16, max_batch: int | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: ReplyModel | FakeOptions | None = None,
+        options: FakeOptions | Mapping[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if isinstance(model, FakeOptions):  # FakeBackend(options), as components are built
+            model, options = None, model
+        self.options = o = backend_options(FakeOptions, options, kw, name="fake")
         self.model: ReplyModel = model if model is not None else Scripted(default="The answer is 0.")
-        self.cost = cost or CostModel()
+        self.pricing = o.pricing
+        self.cost = o.cost
         self.clock = VirtualClock()
-        self.prefix_cache = prefix_cache
-        self.block_size = block_size
-        self.seed = seed
-        self.capabilities = Capabilities(n_sampling=True, logprobs=True, priorities=True, prefix_reuse=prefix_cache)
+        self.prefix_cache = o.prefix_cache
+        self.block_size = o.block_size
+        self.seed = o.seed
+        self.capabilities = Capabilities(n_sampling=True, logprobs=True, priorities=True, prefix_reuse=o.prefix_cache)
         self._blocks: set[bytes] = set()
         self._sample_counter: dict[str, itertools.count[int]] = {}
-        self._batcher = Batcher(self._run_batch, max_batch=max_batch)
+        self._batcher = Batcher(self._run_batch, max_batch=o.max_batch)
         self.calls = 0
         self.requests = 0
         self.completions_generated = 0
@@ -205,9 +245,14 @@ class FakeBackend:
         self.completion_tokens = 0
 
     @classmethod
-    def scripted(cls, by_prompt: Mapping[str, str | Sequence[str]] | None = None, queue: Iterable[str] | None = None,
-                 default: str | None = None, **kw: object) -> FakeBackend:
-        return cls(Scripted(by_prompt, queue, default), **kw)  # type: ignore[arg-type]
+    def scripted(
+        cls,
+        by_prompt: Mapping[str, str | Sequence[str]] | None = None,
+        queue: Iterable[str] | None = None,
+        default: str | None = None,
+        **kw: Any,
+    ) -> FakeBackend:
+        return cls(Scripted(by_prompt, queue, default), **kw)
 
     def submit(self, request: Request) -> Handle:
         self.capabilities.check(request, self.name)
@@ -223,7 +268,7 @@ class FakeBackend:
         h = hashlib.blake2b(digest_size=16)
         cached, full = 0, True
         for start in range(0, len(words) - len(words) % self.block_size, self.block_size):
-            h.update("\x00".join(words[start:start + self.block_size]).encode())
+            h.update("\x00".join(words[start : start + self.block_size]).encode())
             digest = h.copy().digest()
             if full and digest in self._blocks:
                 cached += self.block_size
@@ -261,11 +306,10 @@ class FakeBackend:
                 continue
             for i, (text, tokens, mean_lp) in enumerate(replies):
                 finish = "stop"
-                for s in p.stop:
-                    cut = text.find(s)
-                    if cut >= 0:
-                        text = text[:cut]
-                        tokens = min(tokens, len(text.split()) + 1)  # the stop string's token was generated
+                cut = first_stop(text, p.stop) if p.stop else None
+                if cut is not None:
+                    text = text[:cut]
+                    tokens = min(tokens, len(text.split()) + 1)  # the stop string's token was generated
                 if tokens > p.max_tokens and not p.ignore_eos:
                     words_out = text.split()
                     text, tokens, finish = " ".join(words_out[: p.max_tokens]), p.max_tokens, "length"
@@ -275,12 +319,21 @@ class FakeBackend:
                 if p.logprobs is not None:
                     mean = mean_lp if mean_lp is not None else -0.5
                     lp = mean * tokens
-                outs.append(Completion(text=text, token_count=tokens, finish_reason=finish,  # type: ignore[arg-type]
-                                       cumulative_logprob=lp,
-                                       logprobs=[mean_lp if mean_lp is not None else -0.5] * tokens
-                                       if p.logprobs is not None else None,
-                                       prompt_tokens=len(words), cached_prompt_tokens=cached,
-                                       prompt_text=prompt, index=i))
+                outs.append(
+                    Completion(
+                        text=text,
+                        token_count=tokens,
+                        finish_reason=finish,  # type: ignore[arg-type]
+                        cumulative_logprob=lp,
+                        logprobs=[mean_lp if mean_lp is not None else -0.5] * tokens
+                        if p.logprobs is not None
+                        else None,
+                        prompt_tokens=len(words),
+                        cached_prompt_tokens=cached,
+                        prompt_text=prompt,
+                        index=i,
+                    )
+                )
                 lengths.append(tokens)
                 self.completion_tokens += tokens
             self.completions_generated += p.n
@@ -290,7 +343,7 @@ class FakeBackend:
         decode = 0.0
         c = cost.max_concurrency
         for start in range(0, len(lengths), c):
-            decode += max(lengths[start:start + c]) * cost.decode_step
+            decode += max(lengths[start : start + c]) * cost.decode_step
         self.clock.advance(cost.per_batch + prefill * cost.prefill_per_token + decode)
         return outputs
 

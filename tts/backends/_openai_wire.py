@@ -1,0 +1,299 @@
+"""What goes over the wire for the OpenAI-compatible backend: request bodies, response parsing,
+JSON (orjson when installed) and error bodies. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tts.backends._openai_options import OpenAIOptions
+from tts.errors import ConfigError, UnsupportedControl
+from tts.secrets import redact
+from tts.types import Completion, FinishReason, Request
+
+__all__ = [
+    "build_body",
+    "check_request",
+    "check_shape",
+    "dumps",
+    "error_message",
+    "loads",
+    "parse_response",
+    "retry_after",
+]
+
+try:  # fast JSON when available
+    import orjson
+
+    dumps: Callable[[Any], bytes] = orjson.dumps
+    loads: Callable[[bytes | str], Any] = orjson.loads
+except ImportError:  # pragma: no cover - orjson is optional
+    import json
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    loads = json.loads
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "abort": "abort",
+    "error": "error",
+    "eos": "stop",
+    "tool_calls": "stop",
+    "function_call": "stop",
+    "content_filter": "error",
+}
+
+
+def check_request(o: OpenAIOptions, request: Request) -> None:
+    """Refuse what the configured endpoint cannot send (one line naming the fix)."""
+    p = request.params
+    if o.endpoint == "completions" and not isinstance(request.prompt, str):
+        raise ConfigError(
+            "openai backend: endpoint='completions' takes raw-text prompts; use endpoint='chat' for chat messages."
+        )
+    if o.server_extensions:
+        return
+    needs = [
+        name
+        for name, used in (
+            ("top_k", p.top_k is not None),
+            ("repetition_penalty", p.repetition_penalty != 1.0),
+            ("min_tokens", p.min_tokens > 0),
+            ("ignore_eos", p.ignore_eos),
+            ("priority", request.priority != 0),
+            ("assistant_prefix", bool(request.assistant_prefix) and o.endpoint == "chat"),
+        )
+        if used
+    ]
+    if needs:
+        raise UnsupportedControl(
+            f"openai backend: {needs[0]} needs server extensions; set server_extensions=True "
+            f"(vLLM, SGLang) or drop {needs[0]} from the request."
+        )
+
+
+def build_body(o: OpenAIOptions, model: str | None, request: Request, n: int, seed: int | None) -> dict[str, Any]:
+    """The JSON body of one call asking ``n`` samples of ``request``."""
+    p = request.params
+    ext = o.server_extensions
+    chat = o.endpoint == "chat"
+    body: dict[str, Any] = {"model": model}
+    if chat:
+        messages: list[dict[str, str]] = request.messages()
+        if request.assistant_prefix:
+            messages.append({"role": "assistant", "content": request.assistant_prefix})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        body["messages"] = messages
+        body[o.max_tokens_field] = p.max_tokens
+    else:
+        assert isinstance(request.prompt, str)
+        body["prompt"] = request.prompt + request.assistant_prefix
+        body["max_tokens"] = p.max_tokens
+    if p.beam_width is not None:
+        body.update(use_beam_search=True, n=p.beam_width, temperature=0.0, length_penalty=p.length_penalty)
+    else:
+        body["n"] = n
+        body["temperature"] = p.temperature
+        if p.top_p != 1.0:
+            body["top_p"] = p.top_p
+    if p.stop:
+        body["stop"] = list(p.stop)
+    if seed is not None:
+        body["seed"] = seed
+    if p.logprobs is not None:
+        if chat:
+            body["logprobs"] = True
+            if p.logprobs:
+                body["top_logprobs"] = p.logprobs
+        else:
+            body["logprobs"] = p.logprobs
+    if p.presence_penalty:
+        body["presence_penalty"] = p.presence_penalty
+    if p.frequency_penalty:
+        body["frequency_penalty"] = p.frequency_penalty
+    c = p.constraint
+    if c is not None and c.kind == "json":
+        if c.schema_ is None:
+            body["response_format"] = {"type": "json_object"}
+        else:
+            schema = loads(c.schema_)
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    if ext:
+        if p.top_k is not None:
+            body["top_k"] = p.top_k
+        if p.min_p:
+            body["min_p"] = p.min_p
+        if p.repetition_penalty != 1.0:
+            body["repetition_penalty"] = p.repetition_penalty
+        if p.min_tokens:
+            body["min_tokens"] = p.min_tokens
+        if p.banned_words:
+            body["bad_words"] = list(p.banned_words)
+        if p.ignore_eos:
+            body["ignore_eos"] = True
+        if request.priority:
+            body["priority"] = request.priority
+        if c is not None and c.kind != "json":
+            body["structured_outputs"] = (
+                {"regex": c.pattern}
+                if c.kind == "regex"
+                else {"choice": list(c.choices)}
+                if c.kind == "choice"
+                else {"grammar": c.grammar}
+            )
+    if o.extra_body:
+        body.update(o.extra_body)
+    return body
+
+
+def check_shape(data: Any, chat: bool) -> None:
+    """Raise ``ValueError`` naming what is wrong unless ``data`` is shaped like an answer of the
+    chat (``chat``) or completions endpoint: what :func:`parse_response` reads, with its types."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise ValueError(f"'choices' must be a list, got {type(choices).__name__}")
+    usage = data.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise ValueError(f"'usage' must be an object, got {type(usage).__name__}")
+    if usage:
+        for key in ("prompt_tokens", "completion_tokens"):
+            if not isinstance(usage.get(key) or 0, (int, float)):
+                raise ValueError(f"'usage.{key}' must be a number, got {usage.get(key)!r}")
+        details = usage.get("prompt_tokens_details")
+        if details is not None and not isinstance(details, dict):
+            raise ValueError("'usage.prompt_tokens_details' must be an object")
+    text_key = "content" if chat else "text"
+    for i, ch in enumerate(choices):
+        if not isinstance(ch, dict):
+            raise ValueError(f"choices[{i}] must be an object, got {type(ch).__name__}")
+        src = ch.get("message") if chat else ch
+        if chat and not isinstance(src, dict):
+            raise ValueError(f"choices[{i}].message must be an object, got {type(src).__name__}")
+        assert isinstance(src, dict)
+        for key in (text_key, "reasoning_content", "reasoning"):
+            if src.get(key) is not None and not isinstance(src.get(key), str):
+                raise ValueError(f"choices[{i}] {key} must be a string, got {type(src.get(key)).__name__}")
+        if not isinstance(ch.get("index", i), int):
+            raise ValueError(f"choices[{i}].index must be an integer")
+        if ch.get("finish_reason") is not None and not isinstance(ch.get("finish_reason"), str):
+            raise ValueError(f"choices[{i}].finish_reason must be a string")
+        lp = ch.get("logprobs")
+        if lp is not None and not isinstance(lp, dict):
+            raise ValueError(f"choices[{i}].logprobs must be an object")
+
+
+def parse_response(data: dict[str, Any], request: Request, chat: bool) -> list[Completion]:
+    """Completions of one response (token counts apportioned when the server gave no logprobs)."""
+    usage = data.get("usage") or _EMPTY
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    details = usage.get("prompt_tokens_details")
+    cached = int(details.get("cached_tokens") or 0) if details else 0
+    choices = data.get("choices") or ()
+    prompt_text = None if chat else request.prompt + request.assistant_prefix  # type: ignore[operator]
+    k = request.params.logprobs
+    text_key = "content" if chat else "text"
+    out: list[Completion] = []
+    counted = ordered = True
+    lps: list[float] | None
+    tops: list[dict[str, float]] | None
+    cumulative: float | None
+    for i, ch in enumerate(choices):
+        src = (ch.get("message") or _EMPTY) if chat else ch
+        lp = ch.get("logprobs")
+        if lp:
+            lps, tops = _parse_logprobs(lp, chat, k)
+            count, cumulative = len(lps), sum(lps)
+        else:
+            lps = tops = cumulative = None
+            count, counted = 0, False
+        index = ch.get("index", i)
+        ordered = ordered and index == i
+        out.append(
+            Completion(
+                text=src.get(text_key) or "",
+                token_count=count,
+                finish_reason=_FINISH.get(ch.get("finish_reason") or "stop", "stop"),
+                cumulative_logprob=cumulative,
+                logprobs=lps,
+                top_logprobs=tops,
+                prompt_tokens=prompt_tokens,
+                cached_prompt_tokens=cached,
+                reasoning=src.get("reasoning_content") or src.get("reasoning"),
+                prompt_text=prompt_text,
+                index=index,
+            )
+        )
+    if not ordered:  # the server's choice order: by index, renumbered from 0
+        out.sort(key=_index)
+        for i, c in enumerate(out):
+            c.index = i
+    if out and not counted:
+        _apportion(out, int(usage.get("completion_tokens") or 0))
+    return out
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _index(completion: Completion) -> int:
+    return completion.index
+
+
+def _apportion(completions: Sequence[Completion], total: int) -> None:
+    """Split ``total`` tokens over completions by text length (largest remainder; sum exact)."""
+    if len(completions) == 1:
+        completions[0].token_count = total
+        return
+    weights = [len(c.text) + len(c.reasoning or "") + 1 for c in completions]
+    whole = sum(weights)
+    counts, remainders = [], []
+    for w in weights:
+        q, r = divmod(total * w, whole)
+        counts.append(q)
+        remainders.append(r)
+    rest = total - sum(counts)
+    if rest:  # largest remainders first, earlier completions first among equals
+        for i in sorted(range(len(counts)), key=remainders.__getitem__, reverse=True)[:rest]:
+            counts[i] += 1
+    for c, k in zip(completions, counts, strict=True):
+        c.token_count = k
+
+
+def _parse_logprobs(lp: Any, chat: bool, k: int | None) -> tuple[list[float], list[dict[str, float]] | None]:
+    if chat:
+        content = lp.get("content") or []
+        values = [float(t["logprob"]) for t in content]
+        tops = (
+            [{a["token"]: float(a["logprob"]) for a in (t.get("top_logprobs") or [])} for t in content] if k else None
+        )
+        return values, tops
+    values = [float(v) if v is not None else 0.0 for v in (lp.get("token_logprobs") or [])]
+    tops = [dict(t or {}) for t in (lp.get("top_logprobs") or [])] if k else None
+    return values, tops
+
+
+def error_message(raw: bytes) -> str:
+    """The server's error text (secrets masked: a server may echo the request's headers)."""
+    try:
+        data = loads(raw)
+    except ValueError:
+        return redact(raw[:200].decode(errors="replace").strip()) or "(empty body)"
+    err = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(err, dict):
+        return redact(str(err.get("message") or err.get("detail") or err))[:500]
+    return redact(str(err))[:500]
+
+
+def retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,161 @@
+"""Reading configuration files: safe YAML with the line of every key, merges and dotted overrides.
+
+Reading is safe (``yaml.SafeLoader``: no Python objects) and bounded: anchors and aliases may not
+expand past :data:`MAX_YAML_NODES` nodes (an "alias bomb" is refused before it is built). The line
+of every key path is kept (:data:`Lines`), so a validation error can name ``file:line``
+(:func:`where`). :func:`merge` and :func:`apply_overrides` combine files and command-line flags
+with one rule: a component block whose ``name`` changes is replaced whole, because its old
+options belong to the old component.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tts.errors import ConfigError
+
+__all__ = [
+    "MAX_YAML_NODES",
+    "Lines",
+    "apply_overrides",
+    "merge",
+    "read_yaml",
+    "read_yaml_file",
+    "resolve_paths",
+    "where",
+]
+
+MAX_YAML_NODES = 100_000
+"""Most nodes a YAML document may expand to (aliases counted at every use)."""
+
+Lines = dict[tuple[str, ...], int]
+"""Key path -> line number (1-based) in the file it was read from."""
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader (no Python objects); :func:`read_yaml` bounds alias expansion first."""
+
+
+def _check_size(node: yaml.Node, budget: list[int]) -> None:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ConfigError(
+            f"YAML document expands to more than {MAX_YAML_NODES} nodes (anchors/aliases?); "
+            "write the values out instead."
+        )
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            _check_size(k, budget)
+            _check_size(v, budget)
+    elif isinstance(node, yaml.SequenceNode):
+        for v in node.value:
+            _check_size(v, budget)
+
+
+def _key_lines(node: yaml.Node, path: tuple[str, ...], out: Lines, depth: int = 0) -> None:
+    if depth > 64:
+        return
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = (*path, str(k.value))
+            out.setdefault(key, k.start_mark.line + 1)
+            _key_lines(v, key, out, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            key = (*path, str(i))
+            out.setdefault(key, v.start_mark.line + 1)
+            _key_lines(v, key, out, depth + 1)
+
+
+def read_yaml(text: str, source: str = "<yaml>") -> tuple[Any, Lines]:
+    """Parse YAML safely; return the data and the line of every key path."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError(f"{at}: invalid YAML ({problem}); fix the syntax.") from None
+    if node is None:
+        return {}, {}
+    _check_size(node, [MAX_YAML_NODES])
+    lines: Lines = {}
+    _key_lines(node, (), lines)
+    data = _Loader(text).get_single_data()
+    return data, lines
+
+
+def read_yaml_file(path: str | Path, what: str = "pipeline") -> tuple[Any, Lines]:
+    """:func:`read_yaml` of a file; a file that cannot be read is a one-line ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what} file {str(p)!r} cannot be read ({exc.strerror}); check the path.") from None
+    return read_yaml(text, str(p))
+
+
+def where(loc: tuple[str, ...], sources: list[tuple[str, Lines]]) -> str:
+    """``file:line`` of the longest prefix of ``loc`` found in ``sources`` (first source wins)."""
+    for end in range(len(loc), 0, -1):
+        for source, lines in sources:
+            if loc[:end] in lines:
+                return f"{source}:{lines[loc[:end]]}"
+    return sources[0][0] if sources else "<pipeline>"
+
+
+def resolve_paths(data: Any, base: Path) -> Any:
+    """A pipeline mapping whose relative dataset file and ``data_dir`` are found beside the YAML
+    file that names them (when they are not found from the working directory)."""
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
+        return data
+    ds = dict(data["dataset"])
+    for key in ("name", "data_dir"):
+        value = ds.get(key)
+        if isinstance(value, str) and (key == "data_dir" or value.endswith((".jsonl", ".json", ".csv"))):
+            p = Path(value)
+            if not p.is_absolute() and not p.exists() and (base / p).exists():
+                ds[key] = str(base / p)
+    return {**data, "dataset": ds}
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``data`` with dotted keys set (``{"strategy.n": 4}``); setting a ``name``
+    that changes a component drops the old component's options."""
+    out = copy.deepcopy(data)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {} if nxt is None else ({"name": nxt} if isinstance(nxt, str) else nxt)
+                if not isinstance(nxt, dict):
+                    raise ConfigError(f"{key} cannot be set: {part} is not a mapping; check the key.")
+                node[part] = nxt
+            node = nxt
+        last = parts[-1]
+        if last == "name" and parts[:-1] != ["dataset"] and node.get("name") not in (None, value):
+            node.clear()
+        node[last] = value
+    return out
+
+
+def merge(base: Any, over: Any, path: tuple[str, ...] = ()) -> Any:
+    """Deep merge of configuration mappings (``over`` wins). A component or backend block whose
+    ``name`` changes is replaced whole (its old options belong to the old component); a dataset
+    block keeps its other keys."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        renamed = "name" in over and "name" in base and over["name"] != base["name"]
+        if renamed and path != ("dataset",):
+            return copy.deepcopy(over)
+        out = copy.deepcopy(base)
+        for k, v in over.items():
+            out[k] = merge(out[k], v, (*path, str(k))) if k in out else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
