@@ -194,3 +194,11 @@ def test_a_stage_budget_is_per_problem_across_its_calls() -> None:
             ctx.limited(Limits(max_calls=2), "judge").submit(Request("q", SamplingParams(temperature=0)))
 
     asyncio.run(main())
+
+
+def test_progress_reports_samples_as_they_land() -> None:
+    seen = []
+    problems = [Problem(str(i), "question", "42") for i in range(3)]
+    asyncio.run(arun(OneCall(), problems, FakeBackend(Long()), progress=seen.append))
+    assert seen[0].done == 0 and seen[0].completions == 48 and seen[0].completion_tokens == 48 * 64
+    assert [p.done for p in seen[1:]] == [1, 2, 3] and seen[-1].total == 3

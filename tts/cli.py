@@ -154,7 +154,7 @@ def _execute(backend: Any, dataset: Any, strategy: Any, *, out: IO[str] | None, 
                 scheduler,
                 task=dataset.task,
                 on_result=on_result,
-                progress=lambda done, total: progress.update(task_id, completed=done),
+                progress=lambda now: progress.update(task_id, completed=now.done),
                 **run,
             )
         )

@@ -28,7 +28,7 @@ from tts.strategy import Strategy
 from tts.task import Task
 from tts.types import Problem, Request, Result, Status, Usage
 
-__all__ = ["Comparison", "Report", "Summary", "arun", "as_scheduler", "compare", "problem_seed", "run", "run_sync",
+__all__ = ["Comparison", "Report", "RunProgress", "Summary", "arun", "as_scheduler", "compare", "problem_seed", "run", "run_sync",
            "solve"]
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,18 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """Where a run is: problems finished, samples and tokens landed so far, seconds since it started."""
+
+    done: int
+    total: int
+    completions: int
+    completion_tokens: int
+    elapsed: float
+    failed: int = 0
+
+
 def _strategy_name(strategy: Strategy) -> str:
     return getattr(strategy, "name", type(strategy).__name__)
 
@@ -176,7 +188,7 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
                task: Task | None = None, concurrency: int = 64, seed: int | None = 0,
                limits: Limits | None = None, total_limits: Limits | None = None, seed_requests: bool = False,
                on_result: Callable[[Result], None] | None = None,
-               progress: Callable[[int, int], None] | None = None, verifier: Any = None,
+               progress: Callable[[RunProgress], None] | None = None, verifier: Any = None,
                retriever: Any = None) -> Report:
     """Run ``strategy`` on every problem, at most ``concurrency`` problems in flight: the one problem
     loop (``tts.run``, the CLI, the demo and studies all come here).
@@ -186,7 +198,8 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
     are left out of the report, and ``Report.unstarted`` counts them). ``seed`` seeds each
     problem's context (``problem_seed``); ``seed_requests`` also seeds every unseeded request, so a
     problem's samples do not depend on what else runs. ``on_result`` is called with each result as
-    it finishes (write it to disk there); ``progress(done, total)`` after each. Results come back in
+    it finishes (write it to disk there); ``progress(RunProgress)`` after each problem and each time
+    samples land (so a display moves before the first problem finishes). Results come back in
     problem order.
     """
     scheduler = as_scheduler(backend)
@@ -212,12 +225,28 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
             result = await _solve_one(strategy, problem, ctx)
         results[i] = result
         done += 1
+        failed[0] += not result.ok
         if on_result is not None:
             on_result(result)
         if progress is not None:
-            progress(done, len(items))
+            report_progress()
 
-    await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
+    def report_progress() -> None:
+        assert progress is not None
+        u = scheduler.usage
+        progress(RunProgress(done=done, total=len(items), completions=u.completions - completions_before,
+                             completion_tokens=u.completion_tokens - tokens_before, elapsed=clock() - start,
+                             failed=failed[0]))
+
+    failed = [0]
+    completions_before, tokens_before = scheduler.usage.completions, scheduler.usage.completion_tokens
+    if progress is not None:
+        scheduler.on_deliver.append(report_progress)
+    try:
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(items)))
+    finally:
+        if progress is not None:
+            scheduler.on_deliver.remove(report_progress)
     wall = clock() - start
     after = scheduler.usage.to_dict()
     usage = Usage(**{k: after[k] - usage_before[k] for k in after})

@@ -81,6 +81,8 @@ class Scheduler:
         self.pricing: Any = getattr(backend, "pricing", None)
         self.capabilities: Capabilities = backend.capabilities
         self.stats = SchedulerStats()
+        self.on_deliver: list[Callable[[], None]] = []
+        """Called after each backend result is delivered (progress displays)."""
         self._queue: list[_Pending] = []
         self._flush_scheduled = False
         self._inflight: dict[Handle, list[_Pending]] = {}
@@ -210,6 +212,8 @@ class Scheduler:
             self.charge(p.sinks, **counts)
             if not p.handle.done():
                 p.handle.future.set_result(mine)
+        for listener in self.on_deliver:
+            listener()
 
     def _top_up(self, group: list[_Pending], got: list[Completion], wanted: int, attempt: int) -> None:
         """Ask again for the samples a backend did not return (a server that caps n, say)."""

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tts import runner
+from tts.runner import RunProgress
 from tts.config.build import apply_task, backend_for, build_strategy, load_pipeline_dataset
 from tts.study.manifest import export, model_info, write_manifest
 from tts.study.spec import Configuration, Study, load_study
@@ -389,9 +390,9 @@ class StudyRunner:
             store.add_result(row, samples, run=session(finished + 1))
             finished += 1
 
-        def progress(count: int, _total: int) -> None:
+        def progress(now: RunProgress) -> None:
             if self.progress is not None:
-                self.progress(label, len(done) + count, len(problems))
+                self.progress(label, len(done) + now.done, len(problems))
 
         try:
             await runner.arun(
