@@ -149,17 +149,7 @@ class Scheduler:
                 total = sum(p.handle.request.params.n for p in group)
                 request = Request(first.prompt, first.params.with_n(total), first.priority, first.assistant_prefix)
                 self.stats.merged_requests += len(group) - 1
-            try:
-                backend_handle = self.backend.submit(request)
-            except Exception as exc:
-                for failed in group:
-                    self.charge(failed.sinks, failures=1)
-                    if not failed.handle.done():
-                        failed.handle.future.set_exception(exc)
-                continue
-            self.stats.backend_requests += 1
-            self._inflight[backend_handle] = group
-            backend_handle.future.add_done_callback(functools.partial(self._deliver, backend_handle, group))
+            self._send(request, group)
 
     def _deliver(self, backend_handle: Handle, group: list[_Pending], fut: asyncio.Future[list[Completion]],
                  earlier: list[Completion] | None = None, attempt: int = 0) -> None:
@@ -224,6 +214,12 @@ class Scheduler:
         request = Request(first.prompt, params, first.priority, first.assistant_prefix)
         log.info("backend %s returned %d of %d samples; asking for the rest (top-up %d)", self.name, len(got),
                  wanted, attempt)
+        self.stats.top_ups += 1
+        self._send(request, group, earlier=got, attempt=attempt)
+
+    def _send(self, request: Request, group: list[_Pending], **deliver: Any) -> None:
+        """Hand ``request`` (for every logical request of ``group``) to the backend; a backend that
+        refuses it fails the group."""
         try:
             backend_handle = self.backend.submit(request)
         except Exception as exc:
@@ -233,7 +229,5 @@ class Scheduler:
                     p.handle.future.set_exception(exc)
             return
         self.stats.backend_requests += 1
-        self.stats.top_ups += 1
         self._inflight[backend_handle] = group
-        backend_handle.future.add_done_callback(
-            functools.partial(self._deliver, backend_handle, group, earlier=got, attempt=attempt))
+        backend_handle.future.add_done_callback(functools.partial(self._deliver, backend_handle, group, **deliver))
