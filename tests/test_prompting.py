@@ -23,7 +23,6 @@ from tts.prompts import (
     NearestSelector,
     PromptTemplate,
     RandomSelector,
-    SentenceTransformerEmbedder,
     available_templates,
     clean_solution,
     fill,
@@ -32,6 +31,7 @@ from tts.prompts import (
     resolve_prompt,
 )
 from tts.registry import REGISTRY
+from tts.retrieval.embedders import SentenceTransformerEmbedder
 from tts.strategies.few_shot import FewShot, FewShotProposer, FewShotProposerOptions
 from tts.strategies.least_to_most import LeastToMost, parse_subquestions
 from tts.types import Request

@@ -152,3 +152,86 @@ def test_a_store_of_schema_version_1_is_read_and_upgraded(tmp_path: Path) -> Non
     assert {r[1] for r in con.execute("PRAGMA table_info(results)")} >= set(RESULT_COLUMNS)
     assert {r[1] for r in con.execute("PRAGMA table_info(samples)")} >= set(SAMPLE_COLUMNS)
     con.close()
+
+
+# ------------------------------------------------------------------ damage and sharing (10.13)
+
+
+def _filled_store(path: Path, problems: int = 400) -> Path:
+    with Store(path) as store:
+        store.add_config("c1", "sc n=2", "sc", 0, 2, {}, {})
+        for i in range(problems):
+            store.add_result(row(f"p{i}", final_text="x" * 2000), [sample(f"p{i}", 0, "4", 1)])
+    assert path.stat().st_size > 512 * 1024
+    return path
+
+
+def _one_line_failure(args: list[str]) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from tts.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert "Traceback" not in result.output, result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output.strip()
+
+
+@pytest.mark.parametrize("damage", ["random-middle", "truncated", "garbage-header"])
+def test_a_damaged_store_is_refused_in_one_line(tmp_path: Path, damage: str) -> None:
+    import os
+
+    db = _filled_store(tmp_path / "out" / "results.sqlite")
+    data = bytearray(db.read_bytes())
+    if damage == "random-middle":  # 64 KB of random bytes written into the middle of the file
+        middle = len(data) // 2
+        data[middle : middle + 65536] = os.urandom(65536)
+    elif damage == "truncated":
+        data = data[: len(data) // 3]
+    else:
+        data[:100] = os.urandom(100)
+    db.write_bytes(bytes(data))
+    for readonly in (True, False):
+        with pytest.raises(ConfigError, match=r"results\.sqlite is damaged \(.+\): move it aside and rerun the study"):
+            Store(db, readonly=readonly)
+        with pytest.raises(ConfigError) as err:
+            Store(db, readonly=readonly)
+        assert "\n" not in str(err.value) and len(str(err.value)) < 400
+    code, output = _one_line_failure(["report", str(tmp_path / "out")])
+    assert code == 2 and len(output.splitlines()) == 1 and "is damaged" in output and "--out" in output
+
+
+def test_two_writers_on_one_folder_are_refused_naming_the_other(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tts.errors import TTSError
+
+    db = tmp_path / "out" / "results.sqlite"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from tts.study.store import Store; s = Store(sys.argv[1]); print('ready', flush=True); "
+            "time.sleep(60)",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(TTSError, match=rf"out is in use by pid {holder.pid} on .*; wait for it to finish") as err:
+            Store(db)
+        assert "\n" not in str(err.value)
+        with Store(db, readonly=True) as reader:  # readers (reports) are not locked out
+            assert reader.count() == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    with Store(db) as store:  # the lock dies with its process
+        store.add_config("c1", "a", "a", 0, None, {}, {})
+    with Store(db), pytest.raises(TTSError, match="is in use by pid"):
+        Store(db)  # and holds within one process too
+    with Store(db):  # released on close
+        pass

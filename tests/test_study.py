@@ -235,9 +235,21 @@ def test_killed_study_resumes_with_nothing_lost_or_repeated(tmp_path: Path) -> N
     at_kill = _count(killed_db)
     assert 0 < at_kill < total, f"kill came too late or too early: {at_kill} of {total} stored"
 
+    with Store(killed_db, readonly=True) as store:  # the killed session kept its row, up to its last result
+        killed_runs = store.runs()
+    assert killed_runs and sum(r["problems"] for r in killed_runs) == at_kill
+    assert all(r["wall"] > 0 for r in killed_runs if r["problems"])
+
     resumed = run_cli(killed_yaml)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"ran {total - at_kill} problems, {at_kill} already stored" in resumed.stdout
+    with Store(killed_db, readonly=True) as store:  # every session's work is in the runs table
+        runs = store.runs()
+        metrics = compute_metrics(store)
+    assert sum(r["problems"] for r in runs) == total and len(runs) > len(killed_runs)
+    for m in metrics:  # throughput counts the killed session's problems and wall time
+        own = [r for r in runs if r["config_id"] == m.config_id]
+        assert m.throughput == pytest.approx(sum(r["problems"] for r in own) / sum(r["wall"] for r in own))
 
     clean_yaml, clean_db = study(tmp_path / "clean")
     clean = run_cli(clean_yaml)

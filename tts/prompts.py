@@ -40,25 +40,25 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tts.errors import ConfigError
-from tts.retrieval.embedders import Embedder, SentenceTransformerEmbedder
 from tts.sampling import SamplingParams, format_validation_error
 from tts.types import Message, Prompt, Request
 
+if TYPE_CHECKING:  # a plugin package: loaded only when nearest-example selection is used
+    from tts.retrieval.embedders import Embedder
+
 __all__ = [
     "TEMPLATE_DIR",
-    "Embedder",
     "Example",
     "ExampleSelector",
     "FirstSelector",
     "NearestSelector",
     "PromptTemplate",
     "RandomSelector",
-    "SentenceTransformerEmbedder",
     "available_templates",
     "clean_solution",
     "fill",
@@ -354,7 +354,11 @@ class NearestSelector:
     The pool's embeddings are computed once per pool."""
 
     def __init__(self, embedder: Embedder | None = None) -> None:
-        self.embedder: Embedder = embedder if embedder is not None else SentenceTransformerEmbedder()
+        if embedder is None:
+            from tts.retrieval.embedders import SentenceTransformerEmbedder
+
+            embedder = SentenceTransformerEmbedder()
+        self.embedder: Embedder = embedder
         self._lock = threading.Lock()
         self._cache: tuple[tuple[Example, ...], Any] | None = None
 

@@ -137,17 +137,7 @@ def run_program(
     _check_files(files)
     isolation = limits.isolation or sandbox_isolation()
     raw = _sandbox.execute(
-        code,
-        timeout=limits.timeout,
-        memory_mb=limits.memory_mb,
-        max_output=limits.max_output,
-        stdin=stdin,
-        files=files,
-        max_processes=limits.max_processes,
-        max_file_mb=limits.max_file_mb,
-        disk_mb=limits.disk_mb,
-        max_open_files=limits.max_open_files,
-        isolation=isolation,
+        code, stdin=stdin, files=files, isolation=isolation, **limits.model_dump(exclude={"isolation"})
     )
     return ProgramResult(
         ok=raw.exit_code == 0 and raw.killed_reason is None,

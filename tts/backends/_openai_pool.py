@@ -191,14 +191,17 @@ class Pool:
         connector = aiohttp.TCPConnector(
             limit=o.max_concurrency, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
         )
-        trace = aiohttp.TraceConfig()
-        trace.on_request_headers_sent.append(self._headers_sent)
+        traces = []
+        if len(self.endpoints) > 1:  # one endpoint needs no probing
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(self._headers_sent)
+            traces.append(trace)
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=o.timeout),
             skip_auto_headers=("User-Agent",),
-            trace_configs=[trace],
+            trace_configs=traces,
         )
         self._aiohttp = aiohttp
         self._loop = loop

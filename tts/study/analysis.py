@@ -320,7 +320,12 @@ def compute_metrics(store: Store, pricing: Pricing | None = None, *, resamples: 
                 peak_rss_mb=max(rss) / 1024 if rss else None,
                 kv_cache=max(kv) if kv else None,
                 consistency=_mean(r["agreement"] for r in rows),
-                diversity=_mean((r["distinct_answers"] / r["n_samples"]) if r["n_samples"] else None for r in rows),
+                diversity=_mean(
+                    (r["distinct_answers"] / r["n_samples"])
+                    if r["n_samples"] and r["distinct_answers"] is not None
+                    else None
+                    for r in rows
+                ),
                 readability=_mean(r["readability"] for r in rows),
                 cost_usd=_cost(rows, pricing),
             )

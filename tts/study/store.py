@@ -152,6 +152,8 @@ def status_of(row: dict[str, Any]) -> str:
 
 
 def _damaged(path: Path, why: str) -> ConfigError:
+    lines = [line.strip() for line in why.splitlines() if line.strip() and not line.startswith("***")]
+    why = (lines[0][:120] + (f"; {len(lines) - 1} more problems" if len(lines) > 1 else "")) if lines else "unreadable"
     return ConfigError(f"{path} is damaged ({why}): move it aside and rerun the study, or pass --out to a new folder.")
 
 
@@ -231,9 +233,9 @@ class Store:
 
     def _check(self) -> None:
         """``PRAGMA quick_check`` (page structure, every page read): a damaged file is refused."""
-        rows = [r[0] for r in self.db.execute("PRAGMA quick_check").fetchall()]
+        rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check").fetchall()]
         if rows != ["ok"]:
-            raise _damaged(self.path, "; ".join(str(r) for r in rows[:2]))
+            raise _damaged(self.path, "\n".join(rows))
 
     def _release(self) -> None:
         db = getattr(self, "db", None)
