@@ -130,6 +130,17 @@ _HASH_RE = re.compile(r"####\s*([^\n]+)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|answer)\**\s*(?:is\b|=|:)\**\s*:?\s*(.+?)\s*(?:\.(?=\s|$)|\n|$)", re.IGNORECASE
 )
+
+
+def _stated_answers(text: str) -> list[str]:
+    """What follows every "the answer is" / "final answer:" in ``text``, in order. The scan starts
+    just before the first "answer" (a case-insensitive scan of a long reply costs microseconds)."""
+    first = text.lower().find("answer")
+    if first < 0:
+        return []
+    return _ANSWER_IS_RE.findall(text, max(0, first - 64))
+
+
 _ANSWER_TAIL_RE = re.compile(r",\s+(?:since|because|which|as|so|and|but|that|if|when|where)\b.*$", re.DOTALL)
 
 
@@ -190,6 +201,7 @@ def _unwrap_math(s: str) -> str:
             return s
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _tidy_answer(answer: str) -> str:
     """An extracted answer without delimiters and end punctuation; a number without its units."""
     s = _unwrap_math(answer).strip("*").rstrip(".;").strip()
@@ -213,7 +225,7 @@ def extract_answer(text: str) -> str | None:
     hashes = _HASH_RE.findall(text)
     if hashes:
         return _tidy_answer(hashes[-1]) or None
-    stated = _ANSWER_IS_RE.findall(text)
+    stated = _stated_answers(text)
     for candidate in reversed(stated):
         answer = _tidy_answer(_ANSWER_TAIL_RE.sub("", candidate))
         if answer:
@@ -275,7 +287,21 @@ def _unwrap_text_commands(s: str) -> str:
 
 def normalise_latex(answer: str, *, keep_text: bool = False) -> str:
     """LaTeX spelling cleaned up, still valid LaTeX. With ``keep_text`` (what math-verify gets),
-    ``\\text{...}`` stays: unwrapped, ``Evelyn`` would parse as the product E*v*e*l*y*n."""
+    ``\\text{...}`` stays: unwrapped, ``Evelyn`` would parse as the product E*v*e*l*y*n.
+
+    A bare decimal number (the common answer) comes back as it is without the regex passes; other
+    answers are cached, since the n samples of a problem repeat a few answers many times."""
+    if _BARE_NUMBER_RE.match(answer):
+        return answer
+    return _normalise_latex(answer, keep_text)
+
+
+_BARE_NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?\Z")
+"""What :func:`normalise_latex` leaves unchanged: no sign but minus, no separators, no units."""
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _normalise_latex(answer: str, keep_text: bool) -> str:
     s = _unwrap_math(answer.strip())
     s = _UNIT_TAIL_RE.sub("", s)  # before \text{} unwrapping: "5\text{ cm}^2"
     if not keep_text:
@@ -383,9 +409,15 @@ def canonical(answer: str | None) -> str:
     """
     if answer is None:
         return ""
+    return _canonical(answer)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _canonical(answer: str) -> str:
     return _key(re.sub(r"\s+", "", normalise_latex(answer)))
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def plain_number(s: str) -> str | None:
     """``s`` as a bare number when it is a number with optional ``$``, separators and units."""
     t = normalise_latex(s)
@@ -543,7 +575,7 @@ def extract_short_answer(text: str) -> str | None:
     the whole first line (free text). None for an empty reply."""
     if not text or not text.strip():
         return None
-    for stated in reversed(_ANSWER_IS_RE.findall(text)):
+    for stated in reversed(_stated_answers(text)):
         answer = _tidy_text(_ANSWER_TAIL_RE.sub("", stated))
         if answer:
             return answer
