@@ -22,9 +22,10 @@ import json
 import logging
 import multiprocessing
 import re
-import socket
 import time
 from typing import Any
+
+from http_overhead import _free_port, read_request, serve_forever  # bench/ is on sys.path
 
 FAULTS = {
     "clean": "no fault",
@@ -40,12 +41,6 @@ FAULTS = {
     "empty": "200 with empty message content",
     "dead": "a second base_url where nothing listens",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answer(n: int, content: str = "Adding them up. The answer is 42.") -> bytes:
@@ -68,12 +63,7 @@ def _serve(port: int, fault: str, delay: float, ready: Any) -> None:
         nonlocal calls
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                body = await reader.readexactly(length) if length else b""
+                head, body = await read_request(reader)
                 if head.startswith(b"GET"):
                     writer.write(_response("200 OK", b'{"data": [{"id": "bench"}]}'))
                     continue
@@ -119,13 +109,7 @@ def _serve(port: int, fault: str, delay: float, ready: Any) -> None:
         finally:
             writer.close()
 
-    async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
-        ready.set()
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    serve_forever(handle, port, ready)
 
 
 async def _one(fault: str, url: str, problems: int, n: int) -> dict[str, Any]:

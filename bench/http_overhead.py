@@ -78,12 +78,7 @@ def _serve(port: int, ready: Any) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line[:15].lower() == b"content-length:":
-                        length = int(line[15:])
-                body = await reader.readexactly(length) if length else b""
+                head, body = await read_request(reader)
                 if head.startswith(b"POST /record"):
                     state["record"] = True
                     recorded.clear()
@@ -107,6 +102,22 @@ def _serve(port: int, ready: Any) -> None:
             pass
         finally:
             writer.close()
+
+    serve_forever(handle, port, ready)
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 request: its head (request line and headers) and its body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    return head, (await reader.readexactly(length) if length else b"")
+
+
+def serve_forever(handle: Any, port: int, ready: Any) -> None:
+    """Serve ``handle(reader, writer)`` on 127.0.0.1:``port``; set ``ready`` once listening."""
 
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)

@@ -6,9 +6,9 @@ with a paired bootstrap of the difference (the same objects as cpu_demo.yaml).
 
 from __future__ import annotations
 
-import argparse
-
 import tts
+from tts.progress import execute
+from tts.recipe import arguments, backend_of, print_table
 from tts.task import Task
 
 
@@ -28,20 +28,15 @@ def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Da
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", type=int, default=100)
-    parser.add_argument("--backend", default="hf")
-    parser.add_argument("--model", default=None)
-    args = parser.parse_args(argv)
-    data, task, strategy = build(args.limit)
-    backend = tts.Scheduler(tts.make_backend(args.backend, **({"model": args.model} if args.model else {})))
-    greedy = tts.run(
-        tts.Greedy(proposer={"name": "few_shot", "prompt": "direct", "sampling": {"temperature": 0, "max_tokens": 16}}),
-        data.problems,
-        backend,
-        task=task,
+    args = arguments(__doc__, argv, limit=100, concurrency=100)
+    data, task, strategy = build(args.limit, args.data_dir)
+    backend = tts.Scheduler(backend_of(args))
+    greedy_strategy = tts.Greedy(
+        proposer={"name": "few_shot", "prompt": "direct", "sampling": {"temperature": 0, "max_tokens": 16}}
     )
-    sc = tts.run(strategy, data.problems, backend, task=task)
+    greedy = execute(backend, data, greedy_strategy, task=task, label="greedy", concurrency=args.concurrency)
+    sc = execute(backend, data, strategy, task=task, label="self_consistency@8", concurrency=args.concurrency)
+    print_table([greedy, sc])
     c = tts.compare(greedy, sc)
     print(f"greedy accuracy: {c.accuracy_a:.3f}")
     print(f"self_consistency@8 accuracy: {c.accuracy_b:.3f}")

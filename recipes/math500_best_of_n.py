@@ -7,9 +7,8 @@ verifiers=[..., {"name": "orm", "weight": 0.5, "options": {"model": "PATH_OR_HUB
 
 from __future__ import annotations
 
-import argparse
-
 import tts
+from tts.recipe import main as run_recipe
 from tts.strategies.best_of_n import BestOfN
 from tts.task import Task
 
@@ -33,16 +32,7 @@ def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Da
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--data-dir", default=None, help="folder with math500_dev.jsonl (default: $TTS_DATA_DIR)")
-    parser.add_argument("--backend", default="hf")
-    parser.add_argument("--model", default=None)
-    args = parser.parse_args(argv)
-    data, task, strategy = build(args.limit, args.data_dir)
-    backend = tts.make_backend(args.backend, **({"model": args.model} if args.model else {}))
-    report = tts.run(strategy, data.problems, backend, task=task, concurrency=8)
-    print(report.summary())
+    run_recipe(build, argv, doc=__doc__, limit=50, concurrency=8)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,11 @@ letter is read with a regular expression given here, as data, not code.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import tts
 from tts.config import TaskSpec, apply_task
+from tts.recipe import main as run_recipe
 from tts.task import Task
 
 DATA = Path(__file__).resolve().parent / "data" / "capitals_mc.jsonl"
@@ -34,15 +34,7 @@ def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Da
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--backend", default="hf")
-    parser.add_argument("--model", default=None)
-    args = parser.parse_args(argv)
-    data, task, strategy = build(args.limit)
-    backend = tts.make_backend(args.backend, **({"model": args.model} if args.model else {}))
-    report = tts.run(strategy, data.problems, backend, task=task, concurrency=40)
-    print(report.summary())
+    run_recipe(build, argv, doc=__doc__, limit=None, concurrency=40)
 
 
 if __name__ == "__main__":

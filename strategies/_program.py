@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from tts.context import Context
-from tts.sampling import SamplingParams
+from tts.sampling import Count, SamplingParams
 from tts.strategies._proposer import FewShotProposer, FewShotProposerOptions
 from tts.types import Candidate, Completion, Request, TraceEvent
 
@@ -73,7 +73,7 @@ class ProgramOfThoughtProposerOptions(FewShotProposerOptions):
     sampling: SamplingParams = SamplingParams(temperature=0.7, max_tokens=512)
     timeout: float = Field(default=5.0, gt=0)
     """Seconds each program may run."""
-    max_concurrency: int = Field(default=4, ge=1)
+    max_concurrency: Count = 4
     """Programs of one request (n samples, or one early-stopping window) running at once."""
 
 

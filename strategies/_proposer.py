@@ -32,7 +32,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from tts.config.components import ProposerSpec, build_component
 from tts.context import Context
@@ -46,7 +46,8 @@ from tts.prompts import (
     make_selector,
     resolve_prompt,
 )
-from tts.sampling import SamplingParams
+from tts.sampling import CountOrZero, SamplingParams
+from tts.strategies._select import drop_non_answer, task_placeholders
 from tts.types import Candidate, Completion, Problem, Request
 
 __all__ = [
@@ -116,7 +117,7 @@ class FewShotProposerOptions(BaseModel):
     examples: str | None = None
     """Where in-context examples come from: a JSONL/CSV path or a dataset spec (``gsm8k``); ``None``:
     the template's own examples."""
-    shots: int = Field(default=0, ge=0)
+    shots: CountOrZero = 0
     """Examples per prompt (0: zero-shot, the plain prompt)."""
     select: SelectKind = "random"
     """``first`` (a fixed prefix), ``random``, or ``nearest`` by embedding (retrieval extra)."""
@@ -236,9 +237,11 @@ class FewShotProposer:
 
     def parse(self, ctx: Context, completion: Completion, request: Request) -> Candidate:
         """A candidate from a completion, with the request's assistant prefix in front of its text
-        (:meth:`Context.parse` adds the task's part; the template's part is added here)."""
+        (:meth:`Context.parse` adds the task's part; the template's part is added here). An answer
+        that is not one (empty, the instruction's placeholder) is dropped: it never votes."""
         extra = request.assistant_prefix[len(ctx.task.assistant_prefix) :]
         cand = ctx.parse(dataclasses.replace(completion, text=extra + completion.text) if extra else completion)
+        drop_non_answer(cand, task_placeholders(ctx.task, self.template(ctx).user))
         cand.meta["temperature"] = request.params.temperature
         if request.params.seed is not None:
             cand.meta["seed"] = request.params.seed

@@ -5,7 +5,10 @@ with the strategy it models. Every selector returns the *index* of the chosen ca
 ``None``: no answer) and follows the same written rules:
 
 - **Who votes.** Only candidates with an answer key vote or compete: a key of ``None`` or ``""``
-  (a placeholder, an empty extraction) is skipped everywhere, in :func:`group` and :class:`Tally`.
+  is skipped everywhere, in :func:`group` and :class:`Tally`. Answers that are not answers get
+  no key where candidates are parsed (:func:`drop_non_answer`): an empty extraction, or the
+  instruction's placeholder copied as the answer ("The answer is N." under the instruction
+  "End your reply with 'The answer is N.' where N is a number"; :func:`placeholders`).
 - **Vote ties.** Among answers with the same vote total (count or weight sum), the answer whose
   first candidate came earliest (lowest index) wins. :func:`group` keeps first-appearance order,
   and every vote walks it keeping the first strict maximum.
@@ -29,10 +32,13 @@ fusion (:func:`rank_keys`, :func:`rrf`) and the running vote of adaptive samplin
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from tts.task import Task
 from tts.types import Candidate, Completion, Score
 
 __all__ = [
@@ -43,14 +49,17 @@ __all__ = [
     "combine_scores",
     "confidence",
     "decided",
+    "drop_non_answer",
     "first_max",
     "group",
     "majority",
+    "placeholders",
     "plurality",
     "rank_keys",
     "rrf",
     "score_vote",
     "softmax_weights",
+    "task_placeholders",
     "top_fraction",
     "usable_score",
     "vote_counts",
@@ -61,6 +70,41 @@ Fallback = Literal["majority", "none"]
 """What :func:`best_score` does when every candidate fails: vote over answered candidates, or abstain."""
 
 ConfidenceKind = Literal["mean", "lowest_group"]
+
+
+_WHERE_RE = re.compile(r"\bwhere\s+([A-Z])\s+(?:is|are|stands)\b")
+_STATED_RE = re.compile(r"(?i:\banswer(?:\s+is|\s*:))\s*\(?\$?([A-Z])\$?\)?(?=[.'\"`]|\s*$)")
+
+
+@functools.lru_cache(maxsize=256)
+def placeholders(*texts: str) -> frozenset[str]:
+    """The single capital letters that instruction ``texts`` use as the answer's placeholder: the
+    ``X`` of "where X is ..." and of a quoted "The answer is X." / "Answer: X" (not "Answer: A, B
+    or C", where the letters are the answers)."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(_WHERE_RE.findall(text))
+        found.update(_STATED_RE.findall(text))
+    return frozenset(found)
+
+
+def task_placeholders(task: Task, *texts: str) -> frozenset[str]:
+    """Placeholders of ``task``'s instruction and prompt templates, and of ``texts`` (a proposer's
+    own template)."""
+    return placeholders(task.instruction, task.direct_template, task.cot_template, *texts)
+
+
+def drop_non_answer(candidate: Candidate, marks: frozenset[str]) -> Candidate:
+    """``candidate`` without answer and key when its answer is not an answer: empty, or one of the
+    placeholder letters ``marks`` (kept in ``meta["not_an_answer"]``). Such a candidate never votes."""
+    answer = candidate.answer
+    if answer is None:
+        return candidate
+    bare = answer.strip().strip("()$*.").strip()
+    if not bare or bare in marks:
+        candidate.meta["not_an_answer"] = answer
+        candidate.answer = candidate.key = None
+    return candidate
 
 
 def first_max(values: Sequence[float | None]) -> int | None:

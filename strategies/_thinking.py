@@ -27,8 +27,9 @@ from typing import Any, ClassVar
 from pydantic import Field, model_validator
 
 from tts.context import Context
-from tts.sampling import SamplingParams
+from tts.sampling import MAX_TOKENS, CountOrZero, SamplingParams, TokenCount
 from tts.strategies._proposer import Draw, Drawer, FewShotProposer, FewShotProposerOptions, TaskDraw
+from tts.strategies._select import drop_non_answer, task_placeholders
 from tts.types import Candidate, Completion, Problem, Request
 
 __all__ = ["ThinkingProposer", "ThinkingProposerOptions", "parse_thinking", "split_thinking"]
@@ -72,18 +73,18 @@ def parse_thinking(
     cand = Candidate(text=answer_text, answer=answer, key=key, completion=completion)
     if reasoning is not None:
         cand.meta["reasoning"] = reasoning
-    return cand
+    return drop_non_answer(cand, task_placeholders(ctx.task))
 
 
 class ThinkingProposerOptions(FewShotProposerOptions):
     sampling: SamplingParams = SamplingParams(temperature=0.6, max_tokens=256)
     """Sampling of every segment; ``max_tokens`` bounds the answer after the reasoning."""
-    max_think: int | None = Field(default=None, ge=1)
+    max_think: TokenCount | None = None
     """Thinking budget in tokens: reasoning is cut there and the answer forced. ``None``: no total
     cap (each reasoning segment is still capped by ``sampling.max_tokens``)."""
-    min_think: int = Field(default=0, ge=0)
+    min_think: int = Field(default=0, ge=0, le=MAX_TOKENS)
     """Reasoning that ends before this many tokens is extended with ``wait``."""
-    max_waits: int = Field(default=2, ge=0)
+    max_waits: CountOrZero = 2
     """Extensions at most (k)."""
     wait: str = "Wait"
     """What is appended to reasoning that ended too early."""
@@ -166,10 +167,11 @@ class ThinkingProposer(FewShotProposer):
             "waits": waits,
             "budget_cut": cut,
         }
-        return Candidate(
+        candidate = Candidate(
             text=text.strip(),
             answer=extracted,
             key=ctx.canonical(extracted) if extracted is not None else None,
             completion=answer,
             meta=meta,
         )
+        return drop_non_answer(candidate, task_placeholders(ctx.task))

@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-
 from tts.context import Context
 from tts.errors import parse_options
+from tts.sampling import Count
 from tts.strategies import _select
 from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
 from tts.strategies._scoring import VerifierSpec, Weighted, build_verifiers, resolve_verifiers, score_candidates
@@ -34,7 +33,7 @@ __all__ = ["BestOfN", "BestOfNOptions"]
 
 
 class BestOfNOptions(SampledOptions):
-    n: int = Field(default=8, ge=1)
+    n: Count = 8
     """Number of sampled chains."""
     select: Literal["best", "weighted", "majority"] = "best"
     verifiers: tuple[VerifierSpec, ...] = ()

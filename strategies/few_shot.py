@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
-
 from tts.prompts import ExampleSelector
+from tts.sampling import Count
 from tts.strategies._proposer import FewShotProposer, FewShotProposerOptions, ProposerSpec, proposer
 from tts.strategies.self_consistency import SelfConsistency, SelfConsistencyOptions
 
@@ -19,7 +18,7 @@ __all__ = ["FewShot", "FewShotOptions", "FewShotProposer", "FewShotProposerOptio
 
 
 class FewShotOptions(SelfConsistencyOptions):
-    n: int = Field(default=1, ge=1)
+    n: Count = 1
     """Samples; with n > 1 the plurality answer wins (ties: the earliest)."""
     proposer: ProposerSpec = proposer("few_shot", shots=4, sampling={"temperature": 0, "max_tokens": 256})
     """Greedy with 4 shots by default; set ``sampling.temperature`` > 0 (or ``temperatures``) for n > 1."""

@@ -17,12 +17,13 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from tts.context import Context
 from tts.errors import parse_options
 from tts.prompts import resolve_prompt
-from tts.sampling import SamplingParams
+from tts.sampling import Count, SamplingParams
+from tts.strategies._select import drop_non_answer, task_placeholders
 from tts.types import Problem, Result
 
 __all__ = ["LeastToMost", "LeastToMostOptions", "parse_subquestions"]
@@ -47,7 +48,7 @@ class LeastToMostOptions(BaseModel):
     """Template of the decomposition call (``{question}``)."""
     solve_prompt: str = "least_to_most_solve"
     """Template of each step: ``{question}``, ``{previous}``, ``{subquestion}``, ``{instruction}``."""
-    max_subquestions: int = Field(default=5, ge=1)
+    max_subquestions: Count = 5
     """Subquestions kept from the decomposition (the original question comes after them)."""
     decompose_sampling: SamplingParams = SamplingParams(temperature=0, max_tokens=192)
     sampling: SamplingParams = SamplingParams(temperature=0, max_tokens=256)
@@ -96,7 +97,7 @@ class LeastToMost:
             completion = (await ctx.generate(request))[0]
             completions.append(completion)
             previous += f"Q: {sub}\nA: {completion.text.strip()}\n\n"
-        final = ctx.parse(completions[-1])
+        final = drop_non_answer(ctx.parse(completions[-1]), task_placeholders(ctx.task))
         texts = [c.text.strip() for c in completions]
         final.steps = texts
         return Result.choose(

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
-
 from tts.context import Context
+from tts.sampling import Count
 from tts.strategies._program import ProgramRunner, extract_code, output_answer
 from tts.strategies._proposer import ProposerSpec, proposer
 from tts.strategies.self_consistency import SelfConsistency, SelfConsistencyOptions
@@ -23,7 +22,7 @@ __all__ = ["ProgramOfThought", "ProgramOfThoughtOptions", "extract_code", "outpu
 
 
 class ProgramOfThoughtOptions(SelfConsistencyOptions):
-    n: int = Field(default=1, ge=1)
+    n: Count = 1
     """Programs; with n > 1 their executed outputs vote (failed programs do not)."""
     proposer: ProposerSpec = proposer("program_of_thought", sampling={"temperature": 0, "max_tokens": 512})
     """Greedy by default; set ``sampling.temperature`` > 0 for n > 1 (``timeout``, ``max_concurrency``)."""

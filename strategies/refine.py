@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
-
 from tts.config.components import VerifierSpec, build_component
 from tts.context import Context
 from tts.errors import parse_options
 from tts.prompts import resolve_prompt
-from tts.sampling import SamplingParams
+from tts.sampling import CountOrZero, SamplingParams
 from tts.strategies._proposer import ProposerSpec, SampledOptions, build_proposer, proposer
+from tts.strategies._select import drop_non_answer, task_placeholders
 from tts.types import Candidate, Problem, Result
 
 __all__ = ["Refine", "RefineOptions"]
@@ -34,7 +33,7 @@ NO_FEEDBACK = "The verifier rejected this attempt but gave no details."
 
 
 class RefineOptions(SampledOptions):
-    rounds: int = Field(default=3, ge=0)
+    rounds: CountOrZero = 3
     """Revisions at most (k); 0 only generates and verifies."""
     proposer: ProposerSpec = proposer("few_shot", sampling={"temperature": 0, "max_tokens": 256})
     """The first attempt."""
@@ -90,7 +89,7 @@ class Refine:
                 feedback=score.feedback or NO_FEEDBACK,
                 instruction=ctx.task.instruction,
             )
-            candidate = ctx.parse((await ctx.generate(request))[0])
+            candidate = drop_non_answer(ctx.parse((await ctx.generate(request))[0]), task_placeholders(ctx.task))
         if passed is not None:
             winner = passed
         elif o.pick == "best":

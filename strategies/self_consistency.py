@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 
 from tts.context import Context
 from tts.errors import parse_options
+from tts.sampling import Count, CountOrZero, TokenCount
 from tts.strategies import _select
 from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
 from tts.strategies._scoring import VerifierSpec, build_verifiers, resolve_verifiers, score_candidates
@@ -46,7 +47,7 @@ _NEEDS_LOGPROBS = ("seq_logprob", "mean_logprob", "confidence")
 
 
 class SelfConsistencyOptions(SampledOptions):
-    n: int = Field(default=8, ge=1)
+    n: Count = 8
     """Number of sampled chains (the most drawn when a stop rule ends sampling early)."""
     weight: Weight = "none"
     """What a chain's vote weighs: 1, its verifier score, softmax of its sequence logprob, exp of its
@@ -58,19 +59,19 @@ class SelfConsistencyOptions(SampledOptions):
     constructor's ``scorers``, else the context's verifier); several are summed with their weights."""
     confidence: _select.ConfidenceKind = "mean"
     """Chain confidence: ``mean`` token logprob or ``lowest_group`` (lowest mean over ``group`` tokens)."""
-    group: int = Field(default=2048, ge=1)
+    group: TokenCount = 2048
     keep: float = Field(default=1.0, gt=0, le=1)
     """Only the top fraction of chains by confidence vote (1 keeps all; DeepConf uses 0.1 or 0.9)."""
     online: bool = False
     """DeepConf online: the first ``warmup`` chains set the confidence bar for the later ones."""
-    warmup: int = Field(default=16, ge=1)
+    warmup: Count = 16
     stop: StopRule = "none"
     """Early stopping: ``esc``, ``beta``, ``dirichlet``, ``consensus`` or ``none`` (draw all n)."""
-    window: int = Field(default=4, ge=1)
+    window: Count = 4
     """Samples per request when stopping early (ESC's window; 1 checks after every sample)."""
     threshold: float = Field(default=0.95, gt=0, le=1)
     """Posterior probability (``beta``, ``dirichlet``) or leader share (``consensus``) that stops."""
-    lookahead: int = Field(default=0, ge=0)
+    lookahead: CountOrZero = 0
     """Extra requests kept in flight while one is judged (lower latency; cancelled on stop)."""
 
     @model_validator(mode="after")

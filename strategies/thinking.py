@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
-
+from tts.sampling import Count
 from tts.strategies._proposer import ProposerSpec, proposer
 from tts.strategies._thinking import parse_thinking, split_thinking
 from tts.strategies.self_consistency import SelfConsistency, SelfConsistencyOptions
@@ -19,7 +18,7 @@ __all__ = ["Thinking", "ThinkingOptions", "parse_thinking", "split_thinking"]
 
 
 class ThinkingOptions(SelfConsistencyOptions):
-    n: int = Field(default=1, ge=1)
+    n: Count = 1
     """Chains; with n > 1 the plurality answer wins."""
     proposer: ProposerSpec = proposer("thinking")
     """The thinking proposer: ``max_think``, ``min_think``, ``max_waits``, ``sampling``, ..."""

@@ -14,12 +14,10 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
-from pydantic import Field
-
 from tts.context import Context
 from tts.errors import parse_options
 from tts.prompts import resolve_prompt
-from tts.sampling import SamplingParams
+from tts.sampling import Count, SamplingParams, TokenCount
 from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
 from tts.types import Candidate, Problem, Result
 
@@ -55,12 +53,12 @@ def format_responses(candidates: list[Candidate], max_chars: int | None = None) 
 
 
 class UniversalSelfConsistencyOptions(SampledOptions):
-    n: int = Field(default=8, ge=1)
+    n: Count = 8
     """Sampled responses (from ``proposer``)."""
     select_prompt: str = "usc_select"
     """Template of the selection call; needs ``{question}`` and ``{responses}``."""
     select_sampling: SamplingParams = SamplingParams(temperature=0, max_tokens=64)
-    max_chars: int | None = Field(default=2000, ge=1)
+    max_chars: TokenCount | None = 2000
     """Each response is cut to this many characters in the selection prompt (``None``: whole)."""
 
 

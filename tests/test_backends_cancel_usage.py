@@ -158,8 +158,14 @@ class FakeAsyncLLM:
 
     def _out(self, tokens: list[int], n: int, finish: str) -> Any:
         outs = [
-            SimpleNamespace(index=i, token_ids=list(tokens), text=" ".join("w" for _ in tokens), logprobs=None,
-                            finish_reason=finish, cumulative_logprob=None)
+            SimpleNamespace(
+                index=i,
+                token_ids=list(tokens),
+                text=" ".join("w" for _ in tokens),
+                logprobs=None,
+                finish_reason=finish,
+                cumulative_logprob=None,
+            )
             for i in range(n)
         ]
         return SimpleNamespace(prompt_token_ids=[1, 2, 3], num_cached_tokens=0, outputs=outs)

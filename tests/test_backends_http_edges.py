@@ -188,4 +188,3 @@ async def test_aclose_after_arun_closes_the_session(serve: Any) -> None:
     assert session is not None and not session.closed
     await b.aclose()
     assert session.closed
-

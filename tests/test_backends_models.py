@@ -64,9 +64,7 @@ def test_unknown_hub_id_offline_fails_at_once(monkeypatch: pytest.MonkeyPatch, t
     assert time.perf_counter() - start < 1.0 and FIX in str(info.value)
 
 
-def test_unknown_hub_id_unreachable_hub_fails_fast_and_quietly(
-    no_hub: None, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_unknown_hub_id_unreachable_hub_fails_fast_and_quietly(no_hub: None, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     start = time.perf_counter()
     with pytest.raises(ModelNotFound, match="cannot be reached to download it") as info:

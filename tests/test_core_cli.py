@@ -123,20 +123,3 @@ def test_builtin_tasks_and_jsonl_mapping(tmp_path: Path) -> None:
         load_dataset(str(bad))
     with pytest.raises(DatasetError, match=r"pass a local JSONL/CSV file instead|needs the datasets library"):
         load_dataset("hf:nobody/nothing")
-
-
-def test_demo_compares_greedy_and_self_consistency_on_the_same_prompt(tmp_path: Path) -> None:
-    out = tmp_path / "demo.jsonl"
-    result = runner.invoke(
-        app, ["demo", "--backend", "fake", "--limit", "4", "--n", "3", "--max-tokens", "9", "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    assert "greedy accuracy" in result.output and "self_consistency@3 accuracy" in result.output
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    params = [(r["strategy"], r["trace"]["events"][0]["request"]["params"]) for r in rows]
-    assert len(rows) == 8
-    assert all(p["temperature"] == 0 and p.get("n", 1) == 1 for s, p in params if s == "greedy")
-    assert all(p["temperature"] == 0.7 and p["n"] == 3 for s, p in params if s == "self_consistency")
-    assert all(p["max_tokens"] == 9 for _, p in params)
-    prompts = {json.dumps(r["trace"]["events"][0]["request"]["prompt"]) for r in rows if r["id"] == rows[0]["id"]}
-    assert len(prompts) == 1  # the same direct prompt for both

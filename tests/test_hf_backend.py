@@ -338,5 +338,5 @@ def test_cached_model_folder_is_returned_fast(backend):
     assert config["model_type"] == "llama" and "quantization_config" not in config
     assert resolve_model(None) == resolve_model("SmolLM2-135M-Instruct") == str(path)
     assert resolve_model(str(path)) == str(path)
-    assert resolve_model("org/some-model") == "org/some-model"
+    assert resolve_model("org/some-model", hub_check=False) == "org/some-model"  # checked: test_backends_models
     assert Path(backend.model_path) == path

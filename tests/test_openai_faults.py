@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tts.backends.openai import OpenAIBackend, OpenAIOptions
-from tts.errors import BackendError, Cancelled, ConfigError, RequestTimeout, UnsupportedControl
+from tts.errors import BackendError, ConfigError, RequestTimeout, UnsupportedControl
 from tts.sampling import Constraint, SamplingParams
 from tts.scheduler import Scheduler
 from tts.types import Request

@@ -68,16 +68,24 @@ def test_python_recipe_builds_the_yaml_objects(path: Path, data_dir: Path, capsy
     assert getattr(module, "BUDGET", None) == pipe.limits  # a budget: the script passes the same limits
     assert task == pipe.task
     assert [p.id for p in data.problems] == [p.id for p in pipe.problems]
-    argv = ["--backend", "fake", "--limit", "2"]
-    if "--data-dir" in Path(path).read_text():
-        argv += ["--data-dir", str(data_dir)]
-    module.main(argv)
-    assert "accuracy" in capsys.readouterr().out
+    # one shared shape (tts.recipe): every script takes the same flags and prints the CLI's table
+    module.main(["--backend", "fake", "--limit", "2", "--data-dir", str(data_dir), "--concurrency", "2"])
+    out = capsys.readouterr().out
+    assert "accuracy [95% CI]" in out and "completion tokens / problem" in out
+    assert "Summary(" not in out
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.stem)
+def test_python_recipe_refuses_nonsense_in_one_line(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _module(path).main(["--backend", "fake", "--limit", "0"])
+    assert exc.value.code == 2 and "--limit must be >= 1, got 0." in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
-def test_study_recipe_plans(path: Path, data_dir: Path) -> None:
-    study = load_study(path, sections={"dataset": {"limit": 2, "data_dir": str(data_dir)}})
+def test_study_recipe_plans(path: Path, data_dir: Path, tmp_path: Path) -> None:
+    # out in tmp_path: a study the user ran into studies/ must not change what is left to plan
+    study = load_study(path, sections={"dataset": {"limit": 2, "data_dir": str(data_dir)}}, out=tmp_path / "out")
     rows = StudyRunner(study).plan()
     assert rows and all(r.generations >= r.remaining > 0 for r in rows)
 

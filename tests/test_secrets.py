@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from test_openai_faults import FakeServer
 
 from tts.secrets import MASK, redact, register_secret
 
@@ -39,48 +40,30 @@ def test_redact_masks_registered_secrets_and_bearer_tokens() -> None:
 
 
 class EchoServer:
-    """An OpenAI-compatible server on 127.0.0.1, in a thread, that answers 401 and echoes the
-    request's headers in the body."""
+    """A scripted server (:class:`FakeServer`) in a thread of its own, answering every request
+    with 401 and the request's headers in the body, as some servers do."""
 
     def __init__(self) -> None:
-        self.url = ""
+        self.server = FakeServer(self._echo)
         self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    async def _echo(self, request: web.Request) -> web.Response:
-        headers = dict(request.headers)
-        return web.json_response(
-            {"error": {"message": f"invalid key: you sent {headers}", "auth": headers.get("Authorization")}},
-            status=401,
-        )
+    @property
+    def url(self) -> str:
+        return self.server.url
 
-    async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._echo)
-        app.router.add_get("/v1/models", self._echo)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/v1"
+    def _echo(self, body: dict[str, Any], call: int) -> web.Response:
+        headers = self.server.headers[-1]
+        message = {"message": f"invalid key: you sent {headers}", "auth": headers.get("Authorization")}
+        return web.json_response({"error": message}, status=401)
 
     def __enter__(self) -> EchoServer:
-        def serve() -> None:
-            asyncio.set_event_loop(self._loop)
-            self._loop.run_until_complete(self._start())
-            self._ready.set()
-            self._loop.run_forever()
-
-        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
-        self._ready.wait(10)
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(10)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -124,15 +107,20 @@ async def test_backend_errors_and_logs_are_redacted(
 
     monkeypatch.setenv("TTS_SECRET_TEST_KEY", "plain-secret-without-prefix-42")
     caplog.set_level(logging.DEBUG)
-    for model in ("m", None):  # the request, and the /models look-up
-        b = OpenAIBackend(base_url=echo_server.url, model=model, api_key_env="TTS_SECRET_TEST_KEY", max_retries=0,
-                          headers={"X-Api-Key": "header-secret-value-77"})
+    for model in ("m", None):  # a named model, and one discovered through /models first
+        b = OpenAIBackend(
+            base_url=echo_server.url,
+            model=model,
+            api_key_env="TTS_SECRET_TEST_KEY",
+            max_retries=0,
+            headers={"X-Api-Key": "header-secret-value-77"},
+        )
         with pytest.raises(BackendError) as info:
             await b.submit(Request.chat("q", SamplingParams(max_tokens=4)))
         await b.aclose()
         text = str(info.value)
         assert "plain-secret-without-prefix-42" not in text and "header-secret-value-77" not in text, text
-        assert "***" in text or model is None
+        assert "Bearer ***" in text, text
     assert "plain-secret" not in caplog.text and "header-secret" not in caplog.text
 
 

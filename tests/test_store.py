@@ -235,3 +235,24 @@ def test_two_writers_on_one_folder_are_refused_naming_the_other(tmp_path: Path) 
         Store(db)  # and holds within one process too
     with Store(db):  # released on close
         pass
+
+
+def test_error_texts_are_redacted_before_they_are_stored_or_exported(tmp_path: Path) -> None:
+    from tts.secrets import register_secret
+
+    register_secret("planted-key-5f2a9c")
+    db = tmp_path / "results.sqlite"
+    with Store(db) as store:
+        store.add_config("c1", "sc", "sc", 0, None, {}, {})
+        store.add_result(row("p0", status="failed", error="BackendError: 401 for key planted-key-5f2a9c"))
+        assert store.results()[0]["error"] == "BackendError: 401 for key ***"
+        store.export_csv(tmp_path / "results.csv")
+    for path in (db, tmp_path / "results.csv"):
+        assert b"planted-key-5f2a9c" not in path.read_bytes()
+    con = sqlite3.connect(db)  # an older store that holds the key: exports still mask it
+    con.execute("UPDATE results SET error = 'HTTP 401 planted-key-5f2a9c'")
+    con.commit()
+    con.close()
+    with Store(db, readonly=True) as store:
+        store.export_csv(tmp_path / "old.csv")
+    assert "HTTP 401 ***" in (tmp_path / "old.csv").read_text()

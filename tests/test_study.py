@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -429,7 +430,7 @@ def test_study_errors_name_file_and_line(tmp_path: Path) -> None:
         load_study(inline)
     typo = write(tmp_path, "pipelines: [{label: x}]\nseed: [1]\n", "t.yaml")
     result = CliRunner().invoke(app, ["study", str(typo)])
-    assert result.exit_code == 2 and "seed is not a known field; did you mean 'seeds'?" in result.output
+    assert result.exit_code == 2 and "t.yaml:2: seed is not a known field" in result.output
 
 
 def test_pipelines_on_one_backend_keep_their_own_datasets(tmp_path: Path) -> None:
@@ -540,4 +541,34 @@ def test_quantization_check_on_the_embedded_model(tmp_path: Path) -> None:
     assert {m["sha256"] for m in manifest["models"]} == {manifest["models"][0]["sha256"]}  # same weights file
     with Store(study.store_path, readonly=True) as store:
         comp = compare_configs(store, "fp32", "int8-mixed")
-    assert comp.pairs == 4 and comp.ci_low <= comp.difference <= comp.ci_high
+        texts = {c["label"]: [r["final_text"] for r in store.results(c["config_id"])] for c in store.configs()}
+    # the int8 layers took effect: a quantization that changed nothing would give fp32's greedy text
+    # (whether a drop is flagged is checked on planted drops below: 4 problems cannot show one)
+    assert comp.pairs == 4 and texts["fp32"] != texts["int8-mixed"], texts
+
+
+def test_the_quantization_check_flags_a_planted_drop_and_only_that(tmp_path: Path) -> None:
+    """The quantization recipe's comparisons on stand-in models of known accuracy: "int8" is
+    planted 0.35 worse than "fp32", "int8-mixed" is as good (other draws): the check must flag the
+    first, not the second, in the comparison and on the report."""
+    import yaml
+
+    from tts.study.report import write_report
+
+    data = yaml.safe_load((ROOT / "recipes" / "studies" / "quantization_check.yaml").read_text())
+    planted = {"fp32": (0.85, 0), "int8": (0.5, 0), "int8-mixed": (0.85, 1)}
+    for entry in data["pipelines"]:
+        p, seed = planted[entry["label"]]
+        entry["backend"] = {"name": "fake", "seed": seed, "oracle": {"p_correct": p}}
+    data.update(dataset={"name": "add2", "limit": 150, "seed": 1234}, out=str(tmp_path / "out"))
+    study = load_study(data=data)
+    StudyRunner(study).run()
+    with Store(study.store_path, readonly=True) as store:
+        drop = compare_configs(store, "fp32", "int8")
+        same = compare_configs(store, "fp32", "int8-mixed")
+    assert drop.pairs == same.pairs == 150
+    assert drop.significant_drop and -0.5 < drop.difference < -0.2
+    assert not same.significant_drop and abs(same.difference) < 0.1
+    page = write_report(study.out).html.read_text(encoding="utf-8")
+    flags = re.findall(r"<td>(int8[^<]*)</td>.*?<td>(<b>significant drop</b>|significant|—)", page)
+    assert dict(flags) == {"int8": "<b>significant drop</b>", "int8-mixed": "—"}, flags

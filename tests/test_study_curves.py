@@ -185,7 +185,7 @@ def tied(monkeypatch: pytest.MonkeyPatch) -> None:
         ("{name: self_consistency, weight: mean_logprob}", "weighted"),
         ("{name: best_of_n, verifiers: [math]}", "best_of_n"),
         ("{name: best_of_n, verifiers: [tied]}", "best_of_n"),
-        ("{name: best_of_n, verifiers: [{name: tied, options: {passed: false}}]}", "best_of_n"),
+        ("{name: best_of_n, verifiers: [{name: tied, passed: false}]}", "best_of_n"),
     ],
 )
 def test_last_curve_point_is_the_strategy_as_it_ran(tmp_path: Path, strategy: str, method: str) -> None:

@@ -68,7 +68,7 @@ def test_a_capped_configuration_that_fails_most_problems_does_not_beat_uncapped(
     assert capped.accuracy < uncapped.accuracy
     # accuracy over answered is reported apart, named so, and it is the flattering one
     assert capped.accuracy_answered == pytest.approx(sum(r["correct"] for r in answered) / len(answered))
-    assert capped.accuracy_answered > capped.accuracy
+    assert capped.accuracy_answered is not None and capped.accuracy_answered > capped.accuracy
     assert comp.pairs == 40 and comp.accuracy_b == pytest.approx(capped.accuracy)
     assert last["capped"] < last["uncapped"]
     # the outcome says how many failed, for the CLI's exit code
@@ -115,21 +115,31 @@ class Flaky:
         return "The answer is 7.", 5, -0.5
 
 
-def test_failed_problems_are_stored_with_their_kind_and_retried_on_resume(tmp_path: Path) -> None:
+def flaky_study(tmp_path: Path, limit: int, extra: str = "") -> tuple[Any, Flaky, Any]:
+    """(study, reply model, runner factory) of a greedy study on a server that is down."""
     path = write(
         tmp_path,
         f"""
         name: flaky
-        dataset: {{name: add2, limit: 10}}
+        dataset: {{name: add2, limit: {limit}}}
         backend: {{name: fake}}
         pipelines: [{{label: greedy, strategy: {{name: greedy}}}}]
         out: {tmp_path / "out"}
         allocation: null
+        {extra}
         """,
     )
-    study = load_study(path)
-    model = Flaky()
-    first = StudyRunner(study, backends={"fake": FakeBackend(model)}).run()
+    study, model = load_study(path), Flaky()
+
+    def runner(**kw: Any) -> StudyRunner:
+        return StudyRunner(study, backends={"fake": FakeBackend(model)}, **kw)
+
+    return study, model, runner
+
+
+def test_failed_problems_are_stored_with_their_kind_and_retried_on_resume(tmp_path: Path) -> None:
+    study, model, runner = flaky_study(tmp_path, 10)
+    first = runner().run()
     write_report(study.out)
     assert (first.ran, first.failed, first.problems) == (10, 10, 10)
     with Store(study.store_path, readonly=True) as store:
@@ -142,11 +152,11 @@ def test_failed_problems_are_stored_with_their_kind_and_retried_on_resume(tmp_pa
         assert b"plantedSECRET" not in data, name
     assert b"Bearer ***" in (study.out / "results.csv").read_bytes()
     # a resume that keeps failures runs nothing
-    kept = StudyRunner(study, backends={"fake": FakeBackend(model)}, keep_failures=True).run()
+    kept = runner(keep_failures=True).run()
     assert (kept.ran, kept.skipped, kept.failed) == (0, 10, 10)
     # the server is fixed: resume retries every failed problem, and nothing is left failed
     model.down = False
-    second = StudyRunner(study, backends={"fake": FakeBackend(model)}).run()
+    second = runner().run()
     assert (second.ran, second.skipped, second.failed, second.problems) == (10, 0, 0, 10)
     with Store(study.store_path, readonly=True) as store:
         assert store.statuses() == {"ok": 10} and store.count() == 10
@@ -155,25 +165,12 @@ def test_failed_problems_are_stored_with_their_kind_and_retried_on_resume(tmp_pa
 
 
 def test_the_study_option_keeps_failures(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        f"""
-        name: flaky
-        dataset: {{name: add2, limit: 3}}
-        backend: {{name: fake}}
-        pipelines: [{{label: greedy, strategy: {{name: greedy}}}}]
-        keep_failures: true
-        out: {tmp_path / "out"}
-        report: false
-        """,
-    )
-    study = load_study(path)
-    model = Flaky()
-    StudyRunner(study, backends={"fake": FakeBackend(model)}).run()
+    _, model, runner = flaky_study(tmp_path, 3, "keep_failures: true")
+    runner().run()
     model.down = False
-    again = StudyRunner(study, backends={"fake": FakeBackend(model)}).run()
+    again = runner().run()
     assert (again.ran, again.failed) == (0, 3)
-    assert StudyRunner(study, backends={"fake": FakeBackend(model)}, keep_failures=False).run().failed == 0
+    assert runner(keep_failures=False).run().failed == 0
 
 
 # ------------------------------------------------------------------ 10.7 verifier work apart

@@ -117,3 +117,50 @@ def test_each_configuration_and_seed_is_one_run_of_the_run_loop(
     assert max(r["completion_tokens"] for r in rows) >= 39  # and it was binding
     calls.clear()
     assert StudyRunner(load_study(path)).run().skipped == 24 and calls == []  # resumed: nothing left to run
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "studies"
+
+
+def test_study_outputs_go_where_the_readme_says_and_never_into_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: ``tts-scale study recipes/studies/cpu_demo_study.yaml`` then ``tts-scale report
+    studies/cpu-demo``: a study's default folder is ``studies/NAME`` under the current folder (not
+    beside the recipe), and a dry run writes nothing."""
+    checkout = RECIPES.parents[1]
+    before = sorted(p.name for p in checkout.iterdir())
+    readme = (checkout / "README.md").read_text(encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for path in sorted(RECIPES.glob("*.yaml")):
+        study = load_study(path)
+        assert study.out == Path("studies") / study.spec.name and not study.out.is_absolute()
+        assert (tmp_path / study.out).resolve().parent == (tmp_path / "studies").resolve()
+    assert (
+        "tts-scale report studies/cpu-demo" in readme
+        and load_study(RECIPES / "cpu_demo_study.yaml").spec.name == "cpu-demo"
+    )
+    # a recipe run with its default folder (the fake oracle: seconds) lands under the current folder
+    study = load_study(RECIPES / "oracle_simulation.yaml", sections={"dataset": {"limit": 4}}, seeds=[0])
+    StudyRunner(study).plan()
+    assert not (tmp_path / "studies").exists()
+    outcome = StudyRunner(study).run()
+    assert (tmp_path / "studies" / "oracle-simulation" / "results.sqlite").resolve() == outcome.store.resolve()
+    assert sorted(p.name for p in checkout.iterdir()) == before
+
+
+@pytest.mark.parametrize("name", ["cpu_demo_study", "temperature_sweep"])
+def test_cpu_recipes_leave_room_for_an_answer(name: str, tmp_path: Path) -> None:
+    """SmolLM2 states its answer about 30-40 tokens into a reply on "larger" (measured: "To solve
+    this problem, ... The larger number is 63."). On a stand-in model with replies that long, no
+    configuration of the CPU study recipes may be flagged as cut off at the token limit (greedy
+    had 16 tokens: all 30 greedy answers were cut off and scored 0)."""
+    oracle = {"name": "fake", "oracle": {"p_correct": 0.6, "length": [30, 40]}}
+    study = load_study(
+        RECIPES / f"{name}.yaml", sections={"backend": oracle, "dataset": {"limit": 6}}, out=tmp_path / "out"
+    )
+    outcome = StudyRunner(study).run()
+    assert outcome.failed == 0 and outcome.warnings == [], outcome.warnings
+    with Store(outcome.store, readonly=True) as store:
+        cut = [store.truncation(c.id) for c in study.configs]
+    assert all(length == 0 and drawn >= 6 for length, drawn in cut), cut

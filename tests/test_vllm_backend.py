@@ -29,6 +29,7 @@ from tts.backends.vllm import VLLMBackend, VLLMOptions
 from tts.errors import Cancelled, ConfigError, UnsupportedControl
 from tts.runner import arun
 from tts.sampling import Constraint, SamplingParams
+from tts.scheduler import Scheduler
 from tts.strategies.self_consistency import SelfConsistency
 from tts.types import Problem, Request
 
@@ -350,9 +351,10 @@ class TestAsync:
         # first-come-first-served would run it after all eight; priority runs it before the last four
         assert order.index("high") <= 4, order
 
-    async def test_abort_frees_the_slot(self, online: VLLMBackend) -> None:
+    async def test_abort_frees_the_slot_and_is_counted(self, online: VLLMBackend) -> None:
         engine = online.engine
-        handle = online.submit(Request("Count: 1 2 3", SamplingParams(max_tokens=900, ignore_eos=True)))
+        sched = Scheduler(online)
+        handle = sched.submit(Request("Count: 1 2 3", SamplingParams(max_tokens=900, ignore_eos=True)))
         for _ in range(200):
             if engine.get_num_unfinished_requests() == 1:
                 break
@@ -363,10 +365,13 @@ class TestAsync:
         with pytest.raises(Cancelled):
             await handle
         for _ in range(100):
-            if engine.get_num_unfinished_requests() == 0:
+            if engine.get_num_unfinished_requests() == 0 and sched.usage.completion_tokens:
                 break
             await asyncio.sleep(0.02)
         assert engine.get_num_unfinished_requests() == 0  # aborted in the engine, not left to run 900 tokens
+        # the tokens generated before the abort are charged (vLLM's final abort output carries them)
+        u = sched.usage
+        assert u.cancelled == 1 and 0 < u.completion_tokens < 900 and u.completions == 0, u
         start = time.perf_counter()
         out = await online.submit(Request("Hello", SamplingParams(temperature=0, max_tokens=4)))
         assert out[0].token_count > 0 and time.perf_counter() - start < 30

@@ -76,7 +76,12 @@ def options(problem: Problem, task: Task) -> list[str] | None:
 
 
 def _correct(task: Task, answer: str | None, problem: Problem) -> float:
-    return 1.0 if answer is not None and task.equivalent(answer, problem.reference) else 0.0
+    """1 when ``answer`` is the reference: the same text (an option letter such as ``A``, which a
+    text format reads as an article), or equivalent in the task's answer format."""
+    if answer is None or problem.reference is None:
+        return 0.0
+    same = answer.strip().casefold() == problem.reference.strip().strip("()").casefold()
+    return 1.0 if same or task.equivalent(answer, problem.reference) else 0.0
 
 
 def baselines(problems: Sequence[Problem], task: Task) -> list[Baseline]:

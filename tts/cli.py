@@ -1,10 +1,16 @@
 """The ``tts-scale`` command line: a thin layer over the Python API.
 
 - ``run``: one pipeline (a YAML file and/or flags) over a dataset, with a summary table;
-- ``demo``: the CPU demo, greedy against self-consistency with a paired bootstrap;
+- ``demo``: the CPU demo, what test-time compute buys on a small task (:mod:`tts.demo`);
 - ``study``: pipelines x budgets x seeds into SQLite, resumable, ``--dry-run`` to cost it first
   (:mod:`tts.study`);
-- ``report``: PNG plots and one HTML page from a study's results (:mod:`tts.study.report`).
+- ``report``: PNG plots and one HTML page from a study's results (:mod:`tts.study.report`);
+- ``list``: the registered strategies, proposers, verifiers, backends, retrievers and the tasks, with
+  their options (:mod:`tts.config.catalog`).
+
+Progress goes to stderr (:mod:`tts.progress`): a live bar in a terminal, else a line every few
+seconds. ``run`` and ``study`` exit 1 when any problem failed unless ``--max-failure-rate`` accepts
+the fraction that did.
 
 Flags override the file. Configuration and usage errors exit with code 2 and one line naming the
 field and the fix; runtime failures exit with code 1.
@@ -12,7 +18,6 @@ field and the fix; runtime failures exit with code 1.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -20,10 +25,21 @@ from typing import IO, Any
 
 import typer
 
+from tts._cli_usage import OneLineGroup
 from tts.errors import ConfigError, TTSError
+from tts.progress import StudyDisplay, plan_table, study_table
+from tts.progress import execute as _execute
+from tts.progress import summary_table as _summary_table
 
+# rich_markup_mode=None: click's plain help, where a flag shows no type tag (``--dry-run``, not
+# ``--dry-run <bool>``) and docstring paragraphs are rewrapped (no line broken mid-sentence)
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Test-time scaling and reasoning orchestration for LLMs."
+    cls=OneLineGroup,  # usage errors in one line (tts/_cli_usage.py)
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
+    help="Test-time scaling and reasoning orchestration for LLMs.",
 )
 log = logging.getLogger("tts")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -34,6 +50,73 @@ VERBOSE = typer.Option(False, "--verbose", "-v", help="Log what the library does
 
 def _logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format=LOG_FORMAT)
+    # the one-time model conversion takes a minute or more: always say so
+    logging.getLogger("tts.models").setLevel(logging.INFO)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tts import __version__
+
+        typer.echo(f"tts-scale {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Test-time scaling and reasoning orchestration for LLMs."""
+
+
+MAX_FAILURE_RATE = typer.Option(
+    None,
+    "--max-failure-rate",
+    help="Exit 0 when at most this fraction of problems failed (0 to 1; default: any failure exits 1).",
+)
+
+
+def _check_rate(rate: float | None) -> None:
+    if rate is not None and not 0 <= rate <= 1:
+        raise ConfigError(f"--max-failure-rate must be between 0 and 1, got {rate}.")
+
+
+def _failures_exit(failed: int, total: int, rate: float | None, first: str | None = None) -> bool:
+    """Print the failure summary line; True when the run must exit 1 (more failed than ``rate`` accepts)."""
+    if not failed:
+        return False
+    share = failed / total if total else 1.0
+    where = f"; first: {first}" if first else ""
+    if rate is not None and share <= rate:
+        typer.echo(
+            f"{failed} of {total} problems failed ({share:.1%}), within --max-failure-rate {rate}{where}", err=True
+        )
+        return False
+    typer.echo(
+        f"error: {failed} of {total} problems failed ({share:.1%}){where}; pass --max-failure-rate to accept some.",
+        err=True,
+    )
+    return True
+
+
+def _check_out(path: str, force: bool) -> Path:
+    """The results file, refused when it is a folder, or exists and ``force`` is off (appending would
+    mix two runs' rows)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--out {path!r} is a folder; pass a file name (results.jsonl).")
+    if target.exists() and not force:
+        raise ConfigError(f"--out {path!r} exists; pass --force to overwrite it, or choose another file.")
+    return target
+
+
+def _open_out(path: str, force: bool) -> IO[str]:
+    """The results file, checked (:func:`_check_out`), its folders created, opened for writing."""
+    target = _check_out(path, force)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.open("w", encoding="utf-8")
 
 
 def _fail(exc: BaseException) -> None:
@@ -42,71 +125,11 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code)
 
 
-def _default(cls: Any, field: str) -> Any:
-    value = cls.Options.model_fields[field].get_default(call_default_factory=True)
-    return value.model_dump(by_alias=True, exclude_unset=True) if hasattr(value, "model_dump") else value
+def strategy_spec(name: str, base: dict[str, Any] | None = None, **flags: Any) -> dict[str, Any]:
+    """:func:`tts.config.flags.strategy_spec` (imported when used: pydantic stays out of ``--help``)."""
+    from tts.config.flags import strategy_spec as spec
 
-
-def _nested_set(options: dict[str, Any], cls: Any, path: tuple[str, ...], value: Any) -> None:
-    """Set ``options[path]``, filling each missing level from the option's default (a proposer
-    spec, sampling parameters) so the rest of it is kept."""
-    from tts.config.components import field_kind
-    from tts.registry import REGISTRY
-
-    node, owner = options, cls
-    for key in path[:-1]:
-        current = node.get(key)
-        if current is None and owner is not None:
-            current = _default(owner, key)
-        current = {"name": current} if isinstance(current, str) else dict(current or {})
-        kind = field_kind(owner.Options, key) if owner is not None else None
-        node[key], node = current, current
-        owner = REGISTRY.get(kind, current["name"]) if kind and isinstance(current.get("name"), str) else None
-    node[path[-1]] = value
-
-
-def _option_path(cls: Any, field: str) -> tuple[str, ...] | None:
-    """Where ``field`` (sampling, prompt) lives in strategy ``cls``'s options: its own field, else
-    the field of its proposer (a field typed ``ProposerSpec``); ``None`` when neither has it."""
-    fields = cls.Options.model_fields
-    if field in fields:
-        return (field,)
-    from tts.config.components import field_kind
-
-    return next(((name, field) for name in fields if field_kind(cls.Options, name) == "proposer"), None)
-
-
-def strategy_spec(
-    name: str,
-    base: dict[str, Any] | None = None,
-    *,
-    n: int | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    prompt: str | None = None,
-) -> dict[str, Any]:
-    """The strategy mapping ``{name, options...}`` with the CLI's flags written where the strategy
-    keeps them (``strategy.n``, ``strategy.proposer.sampling.temperature``, ...)."""
-    from tts.registry import REGISTRY
-
-    cls = REGISTRY.get("strategy", name)
-    options = {k: v for k, v in (base or {}).items() if k != "name"}
-    if n is not None:
-        if "n" not in cls.Options.model_fields:
-            raise ConfigError(f"--n does not apply to strategy {name!r}; drop it.")
-        options["n"] = n
-    for flag, field, key, value in (
-        ("--temperature", "sampling", "temperature", temperature),
-        ("--max-tokens", "sampling", "max_tokens", max_tokens),
-        ("--prompt", "prompt", None, prompt),
-    ):
-        if value is None:
-            continue
-        path = _option_path(cls, field)
-        if path is None:
-            raise ConfigError(f"{flag} does not apply to strategy {name!r}; drop it.")
-        _nested_set(options, cls, (*path, key) if key else path, value)
-    return {"name": name, **options}
+    return spec(name, base, **flags)
 
 
 def build_from_spec(spec: Any) -> tuple[Any, Any, Any]:
@@ -116,80 +139,6 @@ def build_from_spec(spec: Any) -> tuple[Any, Any, Any]:
 
     pipeline = build_pipeline(spec)
     return pipeline.backend, pipeline.dataset, pipeline.strategy
-
-
-def _progress_runner(label: str, total: int) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=False,
-        disable=not sys.stderr.isatty(),
-    )
-    return progress
-
-
-def _execute(backend: Any, dataset: Any, strategy: Any, *, out: IO[str] | None, label: str, **run: Any) -> Any:
-    """One run through :func:`tts.runner.arun` (``run``: its options: concurrency, seed, limits,
-    total_limits), with a progress bar and every result written to ``out`` as it finishes."""
-    from tts.runner import arun, as_scheduler, run_sync
-
-    scheduler = as_scheduler(backend)
-    progress = _progress_runner(label, len(dataset))
-
-    def on_result(result: Any) -> None:
-        if out is not None:
-            out.write(json.dumps(result.to_dict(), default=str) + "\n")
-            out.flush()
-
-    with progress:
-        task_id = progress.add_task(label, total=len(dataset))
-        report = run_sync(
-            lambda: arun(
-                strategy,
-                dataset.problems,
-                scheduler,
-                task=dataset.task,
-                on_result=on_result,
-                progress=lambda now: progress.update(task_id, completed=now.done),
-                **run,
-            )
-        )
-    return report
-
-
-def _summary_table(reports: list[Any]) -> Any:
-    """Metrics as rows, one column per run (fits a narrow terminal)."""
-    from rich.table import Table
-
-    table = Table(title="tts-scale run")
-    table.add_column("metric")
-    summaries = [r.summary() for r in reports]
-    for s in summaries:
-        table.add_column(s.strategy, justify="right")
-
-    def acc(s: Any) -> str:
-        if s.accuracy is None:
-            return "n/a"
-        return f"{s.accuracy:.3f} [{s.accuracy_ci[0]:.3f}, {s.accuracy_ci[1]:.3f}]"
-
-    rows: list[tuple[str, Any]] = [
-        ("accuracy [95% CI]", acc),
-        ("problems", lambda s: str(s.problems)),
-        ("prompt tokens / problem", lambda s: f"{s.prompt_tokens_per_problem:.1f}"),
-        ("cached prompt tokens / problem", lambda s: f"{s.cached_prompt_tokens_per_problem:.1f}"),
-        ("completion tokens / problem", lambda s: f"{s.completion_tokens_per_problem:.1f}"),
-        ("calls / problem", lambda s: f"{s.calls_per_problem:.2f}"),
-        ("latency P50 / P95 (s)", lambda s: f"{s.latency_p50:.3f} / {s.latency_p95:.3f}"),
-        ("wall time (s)", lambda s: f"{s.wall_time:.2f}"),
-        ("failures", lambda s: str(s.failures)),
-    ]
-    for label, fmt in rows:
-        table.add_row(label, *(fmt(s) for s in summaries))
-    return table
 
 
 def _print(obj: Any) -> None:
@@ -213,15 +162,20 @@ def run(
     prompt: str | None = typer.Option(None, help="Prompt style of the strategy's proposer (direct, cot, ...)."),
     concurrency: int | None = typer.Option(None, help="Problems in flight at once."),
     data_dir: str | None = typer.Option(None, help="Folder with local benchmark files (gsm8k_test.jsonl, ...)."),
-    out: Path | None = typer.Option(None, help="Write every result as a JSON line as it finishes."),
+    out: Path | None = typer.Option(
+        None, help="Write every result as a JSON line as it finishes (folders are created; see --force)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite the --out file when it exists (else exit 2)."),
     set_: list[str] = typer.Option(
         [], "--set", help="KEY=VALUE (dotted key, YAML value); repeatable, e.g. --set budget.total_tokens=50000."
     ),
+    max_failure_rate: float | None = MAX_FAILURE_RATE,
     verbose: bool = VERBOSE,
 ) -> None:
     """Run a strategy over a dataset and print a summary table."""
     _logging(verbose)
     try:
+        _check_rate(max_failure_rate)
         from tts.config import load_pipeline
 
         overrides: dict[str, Any] = {}
@@ -257,8 +211,10 @@ def run(
             }
 
         spec = load_pipeline(pipeline, overrides, edit=edit)
+        if spec.run.out:
+            _check_out(spec.run.out, force)  # before the model loads
         be, ds, strat = build_from_spec(spec)
-        fh = open(spec.run.out, "a", encoding="utf-8") if spec.run.out else None  # noqa: SIM115
+        fh = _open_out(spec.run.out, force) if spec.run.out else None
         try:
             report = _execute(
                 be,
@@ -279,69 +235,66 @@ def run(
         return
     _print(_summary_table([report]))
     failed = [r for r in report.results if not r.ok]
-    if failed:  # runtime failures: the summary is printed, the exit code says the run was not clean
-        typer.echo(f"error: {len(failed)} of {len(report.results)} problems failed; first: {failed[0].error}", err=True)
+    # runtime failures: the summary is printed, the exit code says whether the run was clean enough
+    too_many = _failures_exit(len(failed), len(report.results), max_failure_rate, failed[0].error if failed else None)
     if report.unstarted:
         typer.echo(
             f"error: budget.total_tokens={spec.budget.total_tokens} reached; {report.unstarted} of "
             f"{report.unstarted + len(report.results)} problems not started (raise it to run them).",
             err=True,
         )
-    if failed or report.unstarted:
+    if too_many or report.unstarted:
         raise typer.Exit(1)
 
 
 @app.command()
 def demo(
-    task: str = typer.Option("larger", help="Built-in task: larger, capitals, add1, add2."),
-    limit: int = typer.Option(100, help="Number of problems."),
+    task: str = typer.Option("add2", help="Built-in task: add2, add1, larger, capitals."),
+    limit: int = typer.Option(30, help="Number of problems (30 was fixed before any result was seen)."),
     n: int = typer.Option(8, help="Self-consistency samples."),
+    program_n: int = typer.Option(4, help="Programs per problem in the voted program-of-thought rung."),
     backend: str = typer.Option("hf", help="Backend (default: the embedded transformers CPU backend)."),
     model: str | None = typer.Option(None, help="Model id or local folder (default: SmolLM2-135M-Instruct)."),
     seed: int = typer.Option(0, help="Seed of the problem set and the samples."),
-    max_tokens: int = typer.Option(24, help="Maximum generated tokens per answer (both strategies)."),
-    temperature: float = typer.Option(0.7, help="Self-consistency sampling temperature."),
-    out: Path | None = typer.Option(None, help="Write every result as a JSON line."),
+    max_tokens: int = typer.Option(24, help="Maximum generated tokens per direct answer (greedy, self-consistency)."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature of the rungs that sample."),
+    out: Path | None = typer.Option(None, help="Write every result as a JSON line (a new file)."),
 ) -> None:
-    """The CPU demo: greedy against self-consistency on a built-in task, with a paired bootstrap.
+    """The CPU demo: what test-time compute buys on a task the model cannot do directly.
 
-    Both strategies get the same direct prompt, answer extraction and token limit; they differ only
-    in decoding (argmax versus n samples at ``temperature`` and a majority vote).
+    On 30 two-digit additions (add2; task and size fixed before any result was seen), it runs
+    greedy, self-consistency (n=8), program of thought and program of thought with a vote (n=4)
+    on the same problems, and prints each one's accuracy, tokens and time with paired-bootstrap
+    intervals against greedy and against the task's best trivial baseline (chance, most frequent
+    answer, always-first). About ten minutes on a 2-core CPU; --backend fake runs in seconds.
     """
     _logging()
     try:
-        from tts.config import build_strategy, make_backend
-        from tts.datasets import load_dataset
-        from tts.runner import compare
-        from tts.scheduler import Scheduler
+        from tts.demo import DemoPlan, run_demo, table, verdicts
 
-        ds = load_dataset(task, limit=limit, seed=seed)
-        be = make_backend(backend, **({"model": model} if model else {}))
-        scheduler = Scheduler(be)
-        greedy_strategy = build_strategy(strategy_spec("greedy", temperature=0, max_tokens=max_tokens, prompt="direct"))
-        sc_strategy = build_strategy(
-            strategy_spec("self_consistency", n=n, temperature=temperature, max_tokens=max_tokens, prompt="direct")
-        )
-        fh = open(out, "a", encoding="utf-8") if out else None  # noqa: SIM115
+        plan = DemoPlan(
+            task=task, limit=limit, n=n, program_n=program_n, seed=seed, max_tokens=max_tokens,
+            temperature=temperature, backend=backend, model=model,
+        )  # fmt: skip
         try:
-            greedy = _execute(scheduler, ds, greedy_strategy, concurrency=limit, seed=seed, out=fh, label="greedy")
-            sc = _execute(
-                scheduler, ds, sc_strategy, concurrency=limit, seed=seed, out=fh, label=f"self_consistency@{n}"
-            )
+            fh = open(out, "x", encoding="utf-8") if out else None  # noqa: SIM115
+        except FileExistsError:
+            raise ConfigError(f"--out {out} already exists; remove it or choose another path.") from None
+
+        def execute(scheduler: Any, dataset: Any, strategy: Any, label: str) -> Any:
+            return _execute(scheduler, dataset, strategy, out=fh, label=label, concurrency=len(dataset), seed=seed)
+
+        try:
+            result = run_demo(plan, execute=execute)
         finally:
             if fh is not None:
                 fh.close()
     except (TTSError, OSError) as exc:
         _fail(exc)
         return
-    _print(_summary_table([greedy, sc]))
-    c = compare(greedy, sc)
-    typer.echo(f"greedy accuracy: {c.accuracy_a:.3f}")
-    typer.echo(f"self_consistency@{n} accuracy: {c.accuracy_b:.3f}")
-    typer.echo(
-        f"difference: {c.difference:+.3f} (paired bootstrap 95% CI [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}], "
-        f"{c.problems} problems)"
-    )
+    _print_wide(table(result))
+    for line in verdicts(result):
+        typer.echo(line)
 
 
 def _print_wide(obj: Any) -> None:
@@ -373,56 +326,6 @@ def _parse_seeds(text: str) -> list[int]:
         raise ConfigError(f"--seeds must be comma-separated integers (0,1,2), got {text!r}.") from None
 
 
-def _plan_table(rows: list[Any]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="tts-scale study --dry-run")
-    for col in (
-        "configuration",
-        "problems",
-        "seeds",
-        "to run",
-        "generations",
-        "prompt tokens (est.)",
-        "completion tokens (at most)",
-        "estimate",
-    ):
-        table.add_column(col, justify="left" if col == "configuration" else "right")
-    for r in rows:
-        table.add_row(
-            r.label,
-            str(r.problems),
-            str(r.seeds),
-            str(r.remaining),
-            f"{r.generations:,}",
-            f"{r.prompt_tokens:,}",
-            f"{r.completion_tokens:,}",
-            r.method,
-        )
-    return table
-
-
-def _study_table(metrics: list[Any]) -> Any:
-    from rich.table import Table
-
-    table = Table(title="tts-scale study")
-    for col in ("configuration", "accuracy [95% CI]", "tokens/problem", "samples", "calls", "P50 latency", "failures"):
-        table.add_column(col, justify="left" if col == "configuration" else "right")
-    for m in metrics:
-        acc = "n/a" if m.accuracy is None else f"{m.accuracy:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
-        p50 = "n/a" if m.latency_p50 is None else f"{m.latency_p50:.3f}"
-        table.add_row(
-            m.label,
-            acc,
-            f"{m.total_tokens:.1f}",
-            f"{m.samples:.1f}",
-            f"{m.calls:.2f}",
-            p50,
-            f"{m.failure_rate + m.timeout_rate:.3f}",
-        )
-    return table
-
-
 @app.command()
 def study(
     study_file: Path = typer.Argument(..., help="Study YAML (pipelines x budgets x seeds), or one pipeline YAML."),
@@ -433,16 +336,24 @@ def study(
     model: str | None = typer.Option(None, help="Model of every pipeline's backend."),
     data_dir: str | None = typer.Option(None, help="Folder with local benchmark files."),
     concurrency: int | None = typer.Option(None, help="Problems in flight at once."),
-    out: Path | None = typer.Option(None, help="Output folder (results.sqlite, manifest, CSV, report)."),
+    out: Path | None = typer.Option(
+        None, help="Output folder (results.sqlite, manifest, CSV, report); an existing one resumes."
+    ),
     set_: list[str] = typer.Option(
         [], "--set", help="KEY=VALUE for every pipeline (dotted key, YAML value); repeatable, e.g. --set strategy.n=4."
     ),
     report: bool | None = typer.Option(None, "--report/--no-report", help="Write the report at the end."),
+    max_failure_rate: float | None = MAX_FAILURE_RATE,
     verbose: bool = VERBOSE,
 ) -> None:
-    """Run a study; results land in SQLite as each problem finishes, and a rerun resumes."""
+    """Run a study (resumable).
+
+    Results land in SQLite as each problem finishes, so a rerun resumes where the last one stopped.
+    """
     _logging(verbose)
+    too_many = False
     try:
+        _check_rate(max_failure_rate)
         from tts.study import StudyRunner, load_study
 
         sections: dict[str, Any] = {}
@@ -465,37 +376,24 @@ def study(
         )
         if dry_run:
             rows = StudyRunner(spec).plan()
-            _print_wide(_plan_table(rows))
+            _print_wide(plan_table(rows))
             typer.echo(f"configurations={len(rows)}")
             typer.echo(f"generations={sum(r.generations for r in rows)}")
             typer.echo(f"prompt_tokens_estimate={sum(r.prompt_tokens for r in rows)}")
             typer.echo(f"completion_tokens_at_most={sum(r.completion_tokens for r in rows)}")
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            disable=not sys.stderr.isatty(),
-        )
-        tasks: dict[str, Any] = {}
-
-        def on_progress(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done)
-
-        with progress:
-            outcome = StudyRunner(spec, progress=on_progress).run()
+        with StudyDisplay() as display:
+            outcome = StudyRunner(spec, progress=display).run()
         from tts.study.analysis import compute_metrics
         from tts.study.store import Store
 
         with Store(outcome.store, readonly=True) as store:
             metrics = compute_metrics(store)
-        _print_wide(_study_table(metrics))
+        _print_wide(study_table(metrics))
         typer.echo(f"ran {outcome.ran} problems, {outcome.skipped} already stored; results in {outcome.store}")
+        for warning in outcome.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+        too_many = _failures_exit(outcome.failed, outcome.problems, max_failure_rate)
         if report if report is not None else spec.spec.report:
             try:
                 from tts.study.report import write_report
@@ -506,6 +404,8 @@ def study(
                 typer.echo(f"no report: {exc}", err=True)
     except (TTSError, OSError) as exc:
         _fail(exc)
+    if too_many:
+        raise typer.Exit(1)
 
 
 @app.command("report")
@@ -526,6 +426,11 @@ def report_cmd(
             pricing = Pricing(prompt=price_prompt or 0.0, completion=price_completion or 0.0)
         if not out.exists():
             raise ConfigError(f"study output {str(out)!r} not found; pass the folder a study wrote (its --out).")
+        if out.is_file() and out.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl", ".csv"):
+            raise ConfigError(
+                f"{str(out)!r} is a {out.suffix} file, not a study's output; run `tts-scale study FILE --out DIR` "
+                "first, then pass DIR (or DIR/results.sqlite)."
+            )
         files = write_report(out, html_path=html, pricing=pricing)
     except (TTSError, OSError) as exc:
         _fail(exc)
@@ -533,6 +438,40 @@ def report_cmd(
     typer.echo(f"report: {files.html}")
     for name, path in files.images.items():
         typer.echo(f"{name}: {path}")
+
+
+@app.command("list")
+def list_cmd(
+    kind: str | None = typer.Argument(
+        None, help="strategies, proposers, verifiers, backends, retrievers or tasks (default: all)."
+    ),
+    names: bool = typer.Option(False, "--names", help="Only the names, one a line."),
+) -> None:
+    """List strategies, verifiers, tasks, ... and their options.
+
+    Everything registered (plugins included), with each option's name, type, default and meaning.
+    """
+    _logging()
+    try:
+        from tts.config.catalog import KIND_NAMES, catalog
+
+        items = catalog(kind)
+    except TTSError as exc:
+        _fail(exc)
+        return
+    current = None
+    for item in items:
+        if names:
+            typer.echo(item.name)
+            continue
+        if item.kind != current:
+            current = item.kind
+            typer.echo(f"{KIND_NAMES[current]}:")
+        typer.echo(f"  {item.name}: {item.doc}" if item.doc else f"  {item.name}")
+        for opt in item.options:
+            typer.echo(f"      {opt.name} ({opt.type}, default {opt.default})" + (f": {opt.doc}" if opt.doc else ""))
+    if not items and not names:
+        typer.echo(f"no {kind} registered (plugins register through the tts_scale entry-point group).")
 
 
 # `tts-scale index` (retrieval indexes) and `tts-scale serve` (an OpenAI-compatible endpoint) are

@@ -18,12 +18,15 @@ references list accepted names after ``|`` (``Kyiv|Kiev``), which the ``text`` a
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import logging
 import os
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,16 +179,17 @@ _BENCHMARK_TASKS = {"gsm8k": GSM8K_TASK, "math500": MATH_TASK, "game24": GAME24_
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        if path.suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as f:
-                return list(csv.DictReader(f))
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(f"dataset file {str(path)!r} cannot be read ({exc.strerror}); check the path.") from None
+    from tts._rows import check_rows, parse_json, read_text
+
+    text = read_text(path)
+    if path.suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        check_rows(rows, path)
+        return rows
     if path.suffix == ".json":
-        data = json.loads(text)
-        return list(data if isinstance(data, list) else data.get("data", []))
+        rows = parse_json(text, path)
+        check_rows(rows, path)
+        return rows
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -193,6 +197,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise DatasetError(f"{path}:{lineno}: invalid JSON ({exc.msg}); fix or remove that line.") from None
+    check_rows(rows, path)
     return rows
 
 
@@ -245,7 +250,23 @@ def _problems_from_rows(
         if raw_ref is not None and fmt in ("gsm8k", "math500") and "solution" not in meta:
             meta["solution"] = raw_ref
         out.append(Problem(pid, question, reference, meta))
+    from tts._rows import check_ids
+
+    check_ids([p.id for p in out], name)
     return out
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Only errors from ``loggers`` meanwhile (the hub clients warn on every retry; our one line says it)."""
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
 
 
 def _load_hub(repo: str, config: str | None, split: str) -> list[dict[str, Any]]:
@@ -256,8 +277,17 @@ def _load_hub(repo: str, config: str | None, split: str) -> list[dict[str, Any]]
             f"loading {repo!r} from the hub needs the datasets library: pip install "
             "'tts-scale[data]', or pass a local JSONL/CSV path."
         ) from None
+    from tts.models import _offline, _unreachable_hub
+
+    host = None if _offline() else _unreachable_hub()
+    if host is not None:  # fail at once: the hub client would retry for half a minute, warning each time
+        raise DatasetError(
+            f"{repo!r} cannot be downloaded: {host} cannot be reached; pass --data-dir with the benchmark "
+            "file, a local JSONL/CSV path as the dataset, or set HF_HUB_OFFLINE=1 to use a cached copy."
+        )
     try:
-        ds = datasets.load_dataset(repo, config, split=split)
+        with _quiet("huggingface_hub", "datasets", "fsspec"):
+            ds = datasets.load_dataset(repo, config, split=split)
     except Exception as exc:
         raise DatasetError(
             f"{repo!r} could not be loaded from the Hugging Face hub ({type(exc).__name__}); "

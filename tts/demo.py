@@ -61,7 +61,9 @@ class DemoPlan:
             if value < 1:
                 raise ConfigError(f"demo --{name.replace('_', '-')} must be at least 1, got {value}.")
         if not self.temperature > 0 or math.isinf(self.temperature):
-            raise ConfigError(f"demo --temperature must be > 0 (the rungs that sample need it), got {self.temperature}.")
+            raise ConfigError(
+                f"demo --temperature must be > 0 (the rungs that sample need it), got {self.temperature}."
+            )
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,10 @@ def ladder(plan: DemoPlan) -> list[Rung]:
     direct = {"name": "few_shot", "prompt": "direct"}
     program = {"name": "program_of_thought"}
     return [
-        Rung("greedy", {"name": "greedy", "proposer": {**direct, "sampling": {"temperature": 0, "max_tokens": plan.max_tokens}}}),
+        Rung(
+            "greedy",
+            {"name": "greedy", "proposer": {**direct, "sampling": {"temperature": 0, "max_tokens": plan.max_tokens}}},
+        ),
         Rung(
             f"self_consistency@{plan.n}",
             {

@@ -104,17 +104,97 @@ _PHRASES = {
     "dict_type": "must be a mapping",
     "list_type": "must be a list",
     "model_type": "must be a mapping",
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
 }
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic model classes an annotation holds: itself, the members of a union
+    (``Pricing | None``) and the items of lists, tuples and dict values."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    out: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        out += [m for m in _models_in(arg) if m not in out]
+    return out
+
+
 def _model_at(model: type[BaseModel] | None, parts: list[str]) -> type[BaseModel] | None:
-    """The pydantic model class found by following ``parts`` from ``model`` (None if not a model)."""
+    """The pydantic model class found by following ``parts`` from ``model`` (None if not a model);
+    optional models (``X | None``) and list items (``verifiers.0``) are looked into."""
     for part in parts:
-        if model is None or part not in model.model_fields:
+        if model is None:
             return None
-        ann = model.model_fields[part].annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if part.isdigit() or part not in model.model_fields:
+            if part.isdigit():  # a list index: the item type was already taken
+                continue
+            return None
+        found = _models_in(model.model_fields[part].annotation)
+        model = found[0] if len(found) == 1 else None
     return model
+
+
+def _component_options(field: Any) -> type[BaseModel] | None:
+    """The options model of a component-typed field's default (``proposer: few_shot``)."""
+    kind = getattr(field.annotation, "kind", None)
+    if not isinstance(kind, str):
+        return None
+    try:
+        default = field.get_default(call_default_factory=True)
+        name = default.get("name") if isinstance(default, dict) else getattr(default, "name", None)
+        from tts.registry import REGISTRY
+
+        opts = getattr(REGISTRY.get(kind, name), "Options", None) if isinstance(name, str) else None
+    except Exception:  # an unknown or uninstalled component: no hint
+        return None
+    return opts if isinstance(opts, type) and issubclass(opts, BaseModel) else None
+
+
+def _home_of(model: type[BaseModel], key: str, depth: int = 3) -> str | None:
+    """Where ``key`` is a field below ``model`` (``proposer.sampling.temperature``), shortest first."""
+    level: list[tuple[str, type[BaseModel]]] = [("", model)]
+    for _ in range(depth):
+        nxt: list[tuple[str, type[BaseModel]]] = []
+        for path, m in level:
+            for fname, field in m.model_fields.items():
+                # a component field (``proposer``) is looked into through its options only: its
+                # spec's own keys (``limits``) are where a misplaced sampling key least belongs
+                opts = _component_options(field)
+                for sub in [opts] if opts is not None else _models_in(field.annotation):
+                    sub_path = f"{path}{fname}."
+                    if key in sub.model_fields:
+                        return sub_path + key
+                    nxt.append((sub_path, sub))
+        level = nxt
+    return None
+
+
+def _unknown_key(model: type[BaseModel] | None, parts: list[str], head: str) -> str:
+    """The message for an unknown key: where it belongs, or the closest known field."""
+    import difflib
+
+    owner = _model_at(model, parts[:-1])
+    if owner is None:
+        return "is not a known field; remove it or check the spelling"
+    home = _home_of(owner, parts[-1])
+    if home is not None:
+        return f"is not a known field here; write {head + '.' if head else ''}{home}"
+    close = difflib.get_close_matches(parts[-1], list(owner.model_fields), n=1)
+    if close:
+        return f"is not a known field; did you mean {close[0]!r}?"
+    return f"is not a known field; valid fields: {', '.join(owner.model_fields)}"
+
+
+def _names_field(model: type[BaseModel] | None, parts: list[str], msg: str) -> bool:
+    """Whether ``msg`` starts with a field of the model at ``parts`` (so it joins that path), or
+    nothing is known about the model (the message is taken to name one)."""
+    if model is None:
+        return True
+    inner = _model_at(model, parts)
+    return inner is not None and msg.split(" ", 1)[0] in inner.model_fields
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
@@ -122,8 +202,6 @@ def format_validation_error(exc: ValidationError, prefix: str = "", model: type[
 
     Unknown keys get a "did you mean" suggestion when ``model`` (the validated class) is given.
     """
-    import difflib
-
     lines = []
     for err in exc.errors():
         parts = [str(p) for p in err["loc"]]
@@ -134,12 +212,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "", model: type[
                 msg = msg[len(lead) :]
         etype = err["type"]
         if etype == "extra_forbidden":
-            msg = "is not a known field; remove it or check the spelling"
-            owner = _model_at(model, parts[:-1])
-            if owner is not None:
-                close = difflib.get_close_matches(parts[-1], list(owner.model_fields), n=1)
-                msg = (f"is not a known field; did you mean {close[0]!r}?" if close
-                       else f"is not a known field; valid fields: {', '.join(owner.model_fields)}")
+            msg = _unknown_key(model, parts, ".".join([prefix, *parts[:-1]] if prefix else parts[:-1]))
         elif etype == "missing":
             msg = "is required; add it"
         elif etype in _PHRASES:
@@ -149,8 +222,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "", model: type[
             head = ".".join([prefix, *parts[:-1]] if prefix else parts[:-1])
             lines.append(f"{head}.{msg}" if head else msg)
         elif loc and re.match(r"^\w+ (?:must |is not a known field|is required)", msg):
-            # a nested model's own message ("temperature must be ..."): join it to the path
-            lines.append(f"{loc}.{msg}")
+            # a nested model's own message ("temperature must be ..."): join it to the path; a
+            # message that names something else ("templates must ...") follows the path after ": "
+            lines.append(f"{loc}.{msg}" if _names_field(model, parts, msg) else f"{loc}: {msg}")
         elif loc:
             lines.append(f"{loc} {msg}")
         else:

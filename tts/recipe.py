@@ -20,18 +20,23 @@ from typing import Any
 
 from tts.errors import ConfigError, TTSError
 
-__all__ = ["arguments", "main", "print_table"]
+__all__ = ["arguments", "backend_of", "main", "print_table"]
 
 
-def arguments(doc: str | None, argv: Sequence[str] | None = None, *, limit: int | None = 50,
-              concurrency: int = 16) -> argparse.Namespace:
+def arguments(
+    doc: str | None, argv: Sequence[str] | None = None, *, limit: int | None = 50, concurrency: int = 16
+) -> argparse.Namespace:
     """The flags every recipe takes (``limit``, ``concurrency``: the recipe's defaults)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=limit, help=f"number of problems (default: {limit or 'the recipe'})")
+    parser.add_argument(
+        "--limit", type=int, default=limit, help=f"number of problems (default: {limit or 'the recipe'})"
+    )
     parser.add_argument("--data-dir", default=None, help="folder with local benchmark files (default: $TTS_DATA_DIR)")
     parser.add_argument("--backend", default="hf", help="hf (default), fake, vllm or openai")
     parser.add_argument("--model", default=None, help="model id or local folder (default: SmolLM2-135M-Instruct)")
-    parser.add_argument("--concurrency", type=int, default=concurrency, help=f"problems in flight (default: {concurrency})")
+    parser.add_argument(
+        "--concurrency", type=int, default=concurrency, help=f"problems in flight (default: {concurrency})"
+    )
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be >= 1, got {args.limit}.")
@@ -74,8 +79,13 @@ def main(
         from tts.progress import execute
 
         report = execute(
-            backend_of(args), data, strategy, task=task, label=getattr(strategy, "name", type(strategy).__name__),
-            concurrency=args.concurrency, limits=limits,
+            backend_of(args),
+            data,
+            strategy,
+            task=task,
+            label=getattr(strategy, "name", type(strategy).__name__),
+            concurrency=args.concurrency,
+            limits=limits,
         )
     except TTSError as exc:
         print(f"error: {exc}", file=sys.stderr)

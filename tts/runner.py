@@ -73,6 +73,33 @@ class Summary:
         d["usage"] = self.usage.to_dict()
         return d
 
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) lines of the summary, as every table of runs shows them."""
+        acc = "n/a" if self.accuracy is None or self.accuracy_ci is None else (
+            f"{self.accuracy:.3f} [{self.accuracy_ci[0]:.3f}, {self.accuracy_ci[1]:.3f}]")
+        answered = "n/a" if self.accuracy_answered is None else f"{self.accuracy_answered:.3f}"
+        u, n = self.usage, max(self.problems, 1)
+        return [
+            ("accuracy [95% CI]", acc),
+            ("accuracy over answered", answered),
+            ("problems", str(self.problems)),
+            ("failed / timed out / cut", f"{self.failure_rate:.1%} / {self.timeout_rate:.1%} / {self.cut_rate:.1%}"),
+            ("empty answers", f"{self.empty_rate:.1%}"),
+            ("prompt tokens / problem", f"{self.prompt_tokens_per_problem:.1f}"),
+            ("cached prompt tokens / problem", f"{self.cached_prompt_tokens_per_problem:.1f}"),
+            ("completion tokens / problem", f"{self.completion_tokens_per_problem:.1f}"),
+            ("verifier tokens / problem", f"{u.verifier_tokens / n:.1f}"),
+            ("calls / problem", f"{self.calls_per_problem:.2f}"),
+            ("latency P50 / P95 (s)", f"{self.latency_p50:.3f} / {self.latency_p95:.3f}"),
+            ("request latency P50 / P95 (s)", f"{self.request_latency_p50:.3f} / {self.request_latency_p95:.3f}"),
+            ("problems / s", f"{self.qps:.3f}"),
+            ("wall time (s)", f"{self.wall_time:.2f}"),
+        ] + ([("cost (USD)", f"{u.cost:.6f}")] if u.cost else [])
+
+    def __str__(self) -> str:
+        width = max(len(label) for label, _ in self.rows())
+        return "\n".join([self.strategy, *(f"  {label:<{width}}  {value}" for label, value in self.rows())])
+
 
 @dataclass
 class Report:

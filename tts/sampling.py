@@ -7,19 +7,47 @@ messages of the form ``"top_p must be in (0, 1], got 1.5."``; direct constructio
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tts.errors import ConfigError, format_validation_error
 
-__all__ = ["Constraint", "SamplingParams", "format_validation_error"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_N",
+    "MAX_PROBLEMS",
+    "MAX_TOKENS",
+    "Constraint",
+    "Count",
+    "CountOrZero",
+    "ProblemCount",
+    "SamplingParams",
+    "TokenCount",
+    "format_validation_error",
+]
 
 
 MAX_N = 65536
 """The most samples one request may ask for."""
 MAX_TOKENS = 1 << 20
 """The most tokens one completion may ask for."""
+MAX_COUNT = MAX_N
+"""The most of any other count in options (samples, rounds, shots, windows, workers, concurrency)."""
+MAX_PROBLEMS = 10_000_000
+"""The most problems one dataset, run or study configuration may hold."""
+
+# Bounded counts: every count in strategy, proposer, pipeline and study options has one of these
+# types, so a typo (``n: 99999999999999999999999``) is refused at validation instead of hanging.
+# Strict: ``true``, ``2.5`` and ``"4"`` are not counts.
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT, strict=True)]
+"""A count of at least 1 and at most :data:`MAX_COUNT` (65536)."""
+CountOrZero = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]
+"""A count from 0 to :data:`MAX_COUNT` (65536)."""
+TokenCount = Annotated[int, Field(ge=1, le=MAX_TOKENS, strict=True)]
+"""A number of tokens (or characters) from 1 to :data:`MAX_TOKENS` (1048576)."""
+ProblemCount = Annotated[int, Field(ge=1, le=MAX_PROBLEMS, strict=True)]
+"""A number of problems from 1 to :data:`MAX_PROBLEMS` (10000000)."""
 
 
 class Constraint(BaseModel):

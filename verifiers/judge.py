@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from tts.errors import UnsupportedControl
-from tts.sampling import Constraint, SamplingParams
+from tts.sampling import Constraint, Count, SamplingParams
 from tts.types import Candidate, Completion, Problem, Request, Score
 
 from .base import VerifierCost, VerifierOptions, fill_template, verifier_options
@@ -204,7 +204,7 @@ class JudgeOptions(VerifierOptions):
     """Prompt with {rubric}, {question}, {solution} (candidate text), {answer}, {instruction}."""
     system: str | None = None
     """Optional system message."""
-    samples: int = Field(default=1, ge=1)
+    samples: Count = 1
     """Judgements per candidate, averaged (needs temperature > 0 when > 1)."""
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=256, ge=1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import random
@@ -121,11 +122,22 @@ def _close_quietly(session: Any) -> None:
     connector = getattr(session, "_connector", None)
     if connector is None:
         return
-    try:
+    with contextlib.suppress(Exception):  # the loop is gone: the sockets die with the process
         connector._close()  # marks it closed; closes sockets while the loop still exists
-    except Exception:  # the loop is gone: the sockets die with the process
-        pass
     session.detach()
+
+
+def _finish(closer: AsyncGenerator[None, None] | None) -> None:
+    """End a pool's shutdown hook without its loop (its session is already closed, so the hook's
+    ``finally`` awaits nothing): nothing is left for the loop's async-generator finalizer."""
+    if closer is None:
+        return
+    step = closer.aclose()
+    try:
+        step.send(None)
+    except BaseException:  # StopIteration: finished, as expected
+        return
+    step.close()
 
 
 @atexit.register
@@ -133,6 +145,7 @@ def _close_all() -> None:
     for pool in list(_LIVE):
         if pool._session is not None and not pool._session.closed:
             _close_quietly(pool._session)
+            _finish(pool._closer)
 
 
 class Pool:
@@ -183,6 +196,7 @@ class Pool:
             if self._loop is loop:
                 return
             _close_quietly(self._session)  # bound to an old event loop; its connections die with it
+            _finish(self._closer)
         headers = {"Content-Type": "application/json", **o.headers}
         key = os.environ.get(o.api_key_env)
         if key:
@@ -237,6 +251,8 @@ class Pool:
                 _close_quietly(session)
         if closer is not None and self._loop is asyncio.get_running_loop():
             await closer.aclose()
+        else:
+            _finish(closer)
 
     async def _headers_sent(self, session: Any, ctx: Any, params: Any) -> None:
         ep = ctx.trace_request_ctx
@@ -386,7 +402,7 @@ class Pool:
                     continue
                 ep.successes += 1
                 ep.consecutive_failures = 0
-                return data  # type: ignore[no-any-return]
+                return data
             message = error_message(raw)
             if status in _RETRY_STATUS or status >= 500:
                 if status == 429:

@@ -52,6 +52,7 @@ from tts.backends.base import BackendOptions, Batcher, Capabilities, Handle, bac
 from tts.errors import BackendError, ConfigError, ModelNotFound, TTSError
 from tts.models import import_transformers, resolve_model
 from tts.sampling import Constraint, SamplingParams
+from tts.secrets import redact
 from tts.types import Completion, FinishReason, Request
 
 __all__ = ["HFBackend", "HFOptions"]
@@ -523,7 +524,7 @@ def _as_error(exc: Exception) -> TTSError:
     """Errors of ours pass through; anything else is the engine failing (:class:`BackendError`)."""
     if isinstance(exc, TTSError):
         return exc
-    error = BackendError(f"hf backend: generation failed ({type(exc).__name__}: {exc}).")
+    error = BackendError(redact(f"hf backend: generation failed ({type(exc).__name__}: {exc})."))
     error.__cause__ = exc
     return error
 

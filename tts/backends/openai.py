@@ -164,11 +164,13 @@ class OpenAIBackend:
         try:
             flight.result = parse_response(data, request, self._chat)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise BackendError(redact(
-                f"openai backend: the server's answer could not be read ({type(exc).__name__}: {exc}); "
-                "check that the server speaks the OpenAI API."
-            )) from None
-        return flight.result  # type: ignore[no-any-return]
+            raise BackendError(
+                redact(
+                    f"openai backend: the server's answer could not be read ({type(exc).__name__}: {exc}); "
+                    "check that the server speaks the OpenAI API."
+                )
+            ) from None
+        return flight.result
 
     async def _generate(self, request: Request, flights: list[Flight]) -> list[Completion]:
         if not self._pool.is_ready():

@@ -63,6 +63,7 @@ from tts.backends._vllm_options import sampling_params as _sampling_params
 from tts.backends.base import Batcher, Capabilities, Handle, backend_options, settle_from, task_handle
 from tts.errors import BackendError, Cancelled, ConfigError, UnsupportedControl
 from tts.sampling import SamplingParams
+from tts.secrets import redact
 from tts.types import Completion, Request
 
 __all__ = ["VLLMBackend", "VLLMOptions"]
@@ -137,7 +138,7 @@ class VLLMBackend:
     def _start(self, factory: Callable[..., Any] | None) -> None:
         from tts.models import resolve_model
 
-        args = self.options.engine_args(resolve_model(self.options.model))
+        args = self.options.engine_args(resolve_model(self.options.model, hub_check=factory is None))
         if self.options.mode == "offline":
             if factory is None:
                 from vllm import LLM
@@ -372,7 +373,7 @@ class VLLMBackend:
             try:
                 generated = llm.generate(prompts, params, use_tqdm=False, priority=priority)
             except Exception as exc:
-                raise BackendError(f"vllm backend: generation failed ({type(exc).__name__}: {exc}).") from exc
+                raise BackendError(redact(f"vllm backend: generation failed ({type(exc).__name__}: {exc}).")) from exc
             for i, out in zip(sample_idx, generated, strict=True):
                 results[i] = outputs.completions(out, rendered[i], requests[i].params)
         beams: dict[SamplingParams, list[int]] = {}
@@ -383,7 +384,7 @@ class VLLMBackend:
             try:
                 outs = llm.beam_search([outputs.tokens_prompt(TokensPrompt, rendered[i]) for i in idx], beam_params(p))
             except Exception as exc:
-                err = BackendError(f"vllm backend: beam search failed ({type(exc).__name__}: {exc}).")
+                err = BackendError(redact(f"vllm backend: beam search failed ({type(exc).__name__}: {exc})."))
                 for i in idx:
                     results[i] = err
                 continue
@@ -464,7 +465,7 @@ class VLLMBackend:
             raise
         except Exception as exc:
             cause = exc.__cause__ or exc
-            raise BackendError(f"vllm backend: request failed ({type(cause).__name__}: {cause}).") from exc
+            raise BackendError(redact(f"vllm backend: request failed ({type(cause).__name__}: {cause}).")) from exc
         finally:
             self._aborted.discard(rid)
         if final is None:

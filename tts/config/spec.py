@@ -44,6 +44,7 @@ from tts.config.components import (
 from tts.config.yaml import Lines, apply_overrides, read_yaml_file, resolve_paths, where
 from tts.errors import ConfigError, format_validation_error
 from tts.limits import Limits
+from tts.sampling import Count, ProblemCount
 
 __all__ = [
     "BudgetSpec",
@@ -64,7 +65,7 @@ class DatasetSpec(BaseModel):
 
     name: str = "larger"
     """A built-in task, a benchmark name (gsm8k, math500, game24), a local path or hf:OWNER/NAME."""
-    limit: int | None = Field(default=None, ge=1)
+    limit: ProblemCount | None = None
     """Number of problems (a seeded random subset when ``seed`` is set, else the first ones)."""
     seed: int | None = None
     """Seed of the random subset."""
@@ -141,7 +142,7 @@ class RunSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    concurrency: int = Field(default=64, ge=1)
+    concurrency: Count = 64
     """Problems in flight at once."""
     seed: int = 0
     """Run seed (each problem's seed derives from it)."""

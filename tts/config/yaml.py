@@ -1,7 +1,10 @@
 """Reading configuration files: safe YAML with the line of every key, merges and dotted overrides.
 
-Reading is safe (``yaml.SafeLoader``: no Python objects) and bounded: anchors and aliases may not
-expand past :data:`MAX_YAML_NODES` nodes (an "alias bomb" is refused before it is built). The line
+Reading is safe (``yaml.SafeLoader``: no Python objects; a ``!!python/...`` or other unknown tag is
+refused with its line) and bounded: anchors and aliases may not expand past :data:`MAX_YAML_NODES`
+nodes (an "alias bomb" is refused before it is built, naming the line of the alias that crossed the
+bound). Files are UTF-8 (a UTF-8 byte-order mark is accepted; UTF-16 and other encodings are
+refused with the fix), and an empty file is refused rather than read as "all defaults". The line
 of every key path is kept (:data:`Lines`), so a validation error can name ``file:line``
 (:func:`where`). :func:`merge` and :func:`apply_overrides` combine files and command-line flags
 with one rule: a component block whose ``name`` changes is replaced whole, because its old
@@ -41,20 +44,44 @@ class _Loader(yaml.SafeLoader):
     """A safe loader (no Python objects); :func:`read_yaml` bounds alias expansion first."""
 
 
-def _check_size(node: yaml.Node, budget: list[int]) -> None:
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ConfigError(
-            f"YAML document expands to more than {MAX_YAML_NODES} nodes (anchors/aliases?); "
-            "write the values out instead."
-        )
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            _check_size(k, budget)
-            _check_size(v, budget)
-    elif isinstance(node, yaml.SequenceNode):
-        for v in node.value:
-            _check_size(v, budget)
+def _check_size(node: yaml.Node, budget: list[int], source: str) -> None:
+    """Count the nodes ``node`` expands to (an alias counts its whole target at every use); the
+    error names the line where the expansion crossed the bound (an alias's use, not its anchor)."""
+    stack: list[tuple[yaml.Node, int]] = [(node, node.start_mark.line)]
+    while stack:
+        current, line = stack.pop()
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError(
+                f"{source}:{line + 1}: YAML document expands to more than {MAX_YAML_NODES} nodes "
+                "(anchors/aliases?); write the values out instead."
+            )
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                at = max(line, k.start_mark.line)
+                stack += ((v, max(at, v.start_mark.line)), (k, at))
+        elif isinstance(current, yaml.SequenceNode):
+            stack += [(v, max(line, v.start_mark.line)) for v in reversed(current.value)]
+
+
+def _check_tags(node: yaml.Node, source: str, seen: set[int]) -> None:
+    """Refuse tags the safe loader would not build (``!!python/object``, custom ``!tags``)."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:  # an alias: its target was checked
+            continue
+        seen.add(id(current))
+        if current.tag not in _Loader.yaml_constructors:
+            raise ConfigError(
+                f"{source}:{current.start_mark.line + 1}: YAML tag {current.tag.replace('tag:yaml.org,2002:', '!!')!r} "
+                "is not allowed (configuration files hold plain data); remove the tag."
+            )
+        if isinstance(current, yaml.MappingNode):
+            for k, v in current.value:
+                stack += (k, v)
+        elif isinstance(current, yaml.SequenceNode):
+            stack += current.value
 
 
 def _key_lines(node: yaml.Node, path: tuple[str, ...], out: Lines, depth: int = 0) -> None:
@@ -83,21 +110,46 @@ def read_yaml(text: str, source: str = "<yaml>") -> tuple[Any, Lines]:
         raise ConfigError(f"{at}: invalid YAML ({problem}); fix the syntax.") from None
     if node is None:
         return {}, {}
-    _check_size(node, [MAX_YAML_NODES])
+    _check_size(node, [MAX_YAML_NODES], source)
+    _check_tags(node, source, set())
     lines: Lines = {}
     _key_lines(node, (), lines)
-    data = _Loader(text).get_single_data()
+    try:
+        data = _Loader(text).get_single_data()
+    except yaml.YAMLError as exc:  # a value the safe constructors refuse (a bad !!timestamp, ...)
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{at}: invalid YAML value ({getattr(exc, 'problem', exc)}); fix the value.") from None
     return data, lines
 
 
+EMPTY_HINT = {
+    "pipeline": "write at least a strategy section, see recipes/",
+    "study": "write at least a pipelines section, see recipes/ and the README's study example",
+}
+"""What an empty file of each kind should hold."""
+
+
 def read_yaml_file(path: str | Path, what: str = "pipeline") -> tuple[Any, Lines]:
-    """:func:`read_yaml` of a file; a file that cannot be read is a one-line ConfigError."""
+    """:func:`read_yaml` of a file; a file that cannot be read or decoded, or holds no data (empty,
+    only comments), is a one-line ConfigError."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{what} file {str(p)!r} cannot be read ({exc.strerror}); check the path.") from None
-    return read_yaml(text, str(p))
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:64]:
+        raise ConfigError(f"{p}:1: {what} file is UTF-16 (or binary); save it as UTF-8.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: {what} file is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    data, lines = read_yaml(text, str(p))
+    if data is None or (data == {} and not lines):
+        hint = EMPTY_HINT.get(what, f"write the {what} sections")
+        raise ConfigError(f"{p} is empty: {hint}.")
+    return data, lines
 
 
 def where(loc: tuple[str, ...], sources: list[tuple[str, Lines]]) -> str:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from tts import runner
-from tts.runner import RunProgress
 from tts.config.build import apply_task, backend_for, build_strategy, load_pipeline_dataset
+from tts.runner import RunProgress
 from tts.study.manifest import export, model_info, write_manifest
 from tts.study.spec import Configuration, Study, load_study
 from tts.study.store import FAILED, Store
@@ -320,6 +320,8 @@ class StudyRunner:
 
     async def arun(self) -> StudyOutcome:
         study = self.study
+        for cfg in study.configs:  # a dataset that cannot load (repeated ids, ...) is refused before any write
+            self._dataset(cfg)
         study.out.mkdir(parents=True, exist_ok=True)
         store = Store(study.store_path)
         ran = skipped = 0

@@ -41,6 +41,7 @@ from tts.config.components import options_model
 from tts.config.spec import PipelineSpec, parse_pipeline
 from tts.config.yaml import Lines, apply_overrides, merge, read_yaml_file, resolve_paths, where
 from tts.errors import ConfigError, format_validation_error
+from tts.sampling import MAX_COUNT, Count
 
 __all__ = [
     "AllocationOptions",
@@ -103,7 +104,7 @@ class PipelineEntry(Sections):
 class CurveOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subsets: int = Field(default=200, ge=1)
+    subsets: Count = 200
     """Random subsets per n and problem."""
     seed: int = 0
 
@@ -113,8 +114,8 @@ class AllocationOptions(BaseModel):
 
     pilot: str | None = None
     """Configuration whose first samples estimate difficulty (default: the one with most samples)."""
-    pilot_samples: int = Field(default=4, ge=2)
-    bins: int = Field(default=3, ge=1)
+    pilot_samples: int = Field(default=4, ge=2, le=MAX_COUNT)
+    bins: Count = 3
     seed: int = 0
 
 
@@ -152,8 +153,8 @@ class StudySpec(Sections):
     @classmethod
     def _positive(cls, v: list[int | dict[str, Any]]) -> list[int | dict[str, Any]]:
         for b in v:
-            if isinstance(b, int) and b < 1:
-                raise ValueError(f"n_values must be >= 1, got {b}.")
+            if isinstance(b, int) and not 1 <= b <= MAX_COUNT:
+                raise ValueError(f"n_values must be in [1, {MAX_COUNT}], got {b}.")
         return v
 
 

@@ -1,0 +1,2 @@
+from tts import SamplingParams
+SamplingParams(n=2.5)

@@ -1,0 +1,2 @@
+from tts import SamplingParams
+SamplingParams(temprature=0.5)

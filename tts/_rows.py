@@ -1,0 +1,88 @@
+"""Checks on dataset rows as read from a file, so a malformed dataset is refused at load in one
+line naming the file, the line and the fix (rather than a traceback, or a run that silently drops
+or overwrites problems).
+
+- :func:`read_text`: the file as UTF-8 text (a UTF-16 or binary file is refused with the fix);
+- :func:`check_rows`: at least one row, each one a JSON object (a mapping), CSV rows with as many
+  fields as the header;
+- :func:`check_ids`: no problem id twice (a study stores results by problem id: a repeated id
+  would overwrite the other problem's row, so "ran 10 problems" would store 5).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tts.errors import DatasetError
+
+__all__ = ["check_ids", "check_rows", "parse_json", "read_text"]
+
+
+def read_text(path: Path) -> str:
+    """The file's text; refuses UTF-16, binary and other non-UTF-8 files in one line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"dataset file {str(path)!r} cannot be read ({exc.strerror}); check the path.") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:64]:
+        raise DatasetError(f"{path}:1: dataset file is UTF-16 (or binary); save it as UTF-8.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: dataset file is not UTF-8 text; save it as UTF-8.") from None
+
+
+def parse_json(text: str, path: Path) -> list[Any]:
+    """The rows of a ``.json`` file: a list of objects, or ``{"data": [...]}``."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); fix the file.") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        return list(data["data"])
+    if not isinstance(data, list):
+        raise DatasetError(
+            f'{path}:1: a .json dataset must be a list of objects or {{"data": [...]}}, got '
+            f"{type(data).__name__}; use that shape or a .jsonl file."
+        )
+    return data
+
+
+def check_rows(rows: Sequence[Any], path: Path) -> None:
+    """Refuse an empty dataset, rows that are not objects and short or long CSV rows."""
+    if not rows:
+        raise DatasetError(f"{path} has no problems; add one JSON object (or CSV row) per problem.")
+    csv_file = path.suffix == ".csv"
+    for i, row in enumerate(rows):
+        line = i + 2 if csv_file else i + 1  # CSV: after the header (JSONL: blank lines aside)
+        if not isinstance(row, dict):
+            kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number"}.get(
+                type(row).__name__, type(row).__name__
+            )
+            raise DatasetError(
+                f"{path}: row {i + 1} is {kind}, not an object; write one JSON object per "
+                'problem, e.g. {"question": ..., "answer": ...}.'
+            )
+        if csv_file and (None in row or any(v is None for v in row.values())):
+            raise DatasetError(
+                f"{path}:{line}: CSV row has {'more' if None in row else 'fewer'} fields than the header; "
+                "quote values that contain commas and give every column."
+            )
+
+
+def check_ids(ids: Sequence[str], source: str) -> None:
+    """Refuse repeated problem ids, naming them."""
+    repeated = [pid for pid, count in Counter(ids).items() if count > 1]
+    if repeated:
+        shown = ", ".join(repr(p) for p in repeated[:5]) + (
+            f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        )
+        raise DatasetError(
+            f"dataset {source!r} repeats problem ids {shown}; give every problem its own id "
+            "(results are stored by id, a repeated one would overwrite the other)."
+        )
