@@ -2,7 +2,7 @@
 
 - ``run``: one pipeline (a YAML file and/or flags) over a dataset, with a summary table;
 - ``demo``: the CPU demo, what test-time compute buys on a small task (:mod:`tts.demo`);
-- ``study``: pipelines x budgets x seeds into SQLite, resumable, ``--dry-run`` to cost it first
+- ``study``: pipelines x n values x seeds into SQLite, resumable, ``--dry-run`` to cost it first
   (:mod:`tts.study`);
 - ``report``: PNG plots and one HTML page from a study's results (:mod:`tts.study.report`);
 - ``list``: the registered strategies, proposers, verifiers, backends, retrievers and the tasks, with
@@ -328,7 +328,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 @app.command()
 def study(
-    study_file: Path = typer.Argument(..., help="Study YAML (pipelines x budgets x seeds), or one pipeline YAML."),
+    study_file: Path = typer.Argument(..., help="Study YAML (pipelines x n values x seeds), or one pipeline YAML."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the generations and tokens needed; run nothing."),
     limit: int | None = typer.Option(None, help="Problems per configuration (overrides every dataset.limit)."),
     seeds: str | None = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
