@@ -117,3 +117,19 @@ def test_judges_tokens_are_verifier_tokens_and_calls_count_per_candidate() -> No
     assert u.verifier_calls == 3 and u.calls == 2 and u.completions == 3
     assert u.verifier_completion_tokens == 1 and u.verifier_prompt_tokens > 0
     assert u.completion_tokens == backend.completion_tokens - 1
+
+
+def test_a_failed_problem_error_never_carries_a_registered_secret() -> None:
+    from tts.secrets import register_secret
+
+    register_secret("sk-test-0123456789abcdef")
+
+    class Leaky:
+        name = "leaky"
+
+        async def solve(self, problem: Problem, ctx: object) -> object:
+            raise RuntimeError("401: bad key sk-test-0123456789abcdef")
+
+    report = run(Leaky(), [Problem("a", "q", "4")], FakeBackend())  # type: ignore[arg-type]
+    assert "sk-test-0123456789abcdef" not in (report.results[0].error or "")
+    assert report.results[0].status == "failed"

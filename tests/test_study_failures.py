@@ -94,6 +94,9 @@ def test_a_failed_row_without_a_verdict_still_counts_as_wrong(tmp_path: Path) ->
         store.add_result(_row("p2", correct=None, status="timeout", error="RequestTimeout", timed_out=1))
         store.add_result(_row("p3", answer="5", correct=0, status="cut", latency=4.0))
         (m,) = compute_metrics(store)
+        # a resume runs the failed and timed-out problems again (a cut one was answered)
+        assert store.done("c1", 0) == {"p0", "p3"} and store.done("c1", 0, failures=True) == {"p0", "p1", "p2", "p3"}
+        assert store.statuses() == {"ok": 1, "failed": 1, "timeout": 1, "cut": 1}
     assert m.accuracy == pytest.approx(0.25) and m.accuracy_answered == pytest.approx(0.5)
     assert (m.failure_rate, m.timeout_rate, m.cut_rate) == (0.25, 0.25, 0.25)
     # latency over the answered problems only, percentiles from tts.metrics
@@ -233,6 +236,7 @@ def test_a_configuration_cut_off_at_the_token_limit_is_flagged(tmp_path: Path) -
     assert m["short"].truncated_rate == 1.0 and m["enough"].truncated_rate == 0.0
     assert [w.split(":")[0] for w in outcome.warnings] == ["short"]
     assert "token limit" in outcome.warnings[0] and "max_tokens" in outcome.warnings[0]
+    assert m["short"].truncated_unanswered == 0.0 and "0% of those before any answer" in outcome.warnings[0]
     assert metric_warnings([m["enough"]]) == []
     page = (study.out / "report.html").read_text(encoding="utf-8")
     assert page.count("<li data-warning>") == 1 and "short: 100% of samples stopped at the token limit" in page

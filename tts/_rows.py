@@ -3,8 +3,7 @@ line naming the file, the line and the fix (rather than a traceback, or a run th
 or overwrites problems).
 
 - :func:`read_text`: the file as UTF-8 text (a UTF-16 or binary file is refused with the fix);
-- :func:`check_rows`: at least one row, each one a JSON object (a mapping), CSV rows with as many
-  fields as the header;
+- :func:`check_rows`: each row a JSON object (a mapping), CSV rows with as many fields as the header;
 - :func:`check_ids`: no problem id twice (a study stores results by problem id: a repeated id
   would overwrite the other problem's row, so "ran 10 problems" would store 5).
 """
@@ -54,9 +53,8 @@ def parse_json(text: str, path: Path) -> list[Any]:
 
 
 def check_rows(rows: Sequence[Any], path: Path) -> None:
-    """Refuse an empty dataset, rows that are not objects and short or long CSV rows."""
-    if not rows:
-        raise DatasetError(f"{path} has no problems; add one JSON object (or CSV row) per problem.")
+    """Refuse rows that are not objects and short or long CSV rows (an empty file is refused where
+    it is used: a run has no problems, a prompt no examples)."""
     csv_file = path.suffix == ".csv"
     for i, row in enumerate(rows):
         line = i + 2 if csv_file else i + 1  # CSV: after the header (JSONL: blank lines aside)

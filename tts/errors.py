@@ -191,7 +191,7 @@ def _unknown_key(model: type[BaseModel] | None, parts: list[str], head: str) -> 
 def _names_field(model: type[BaseModel] | None, parts: list[str], msg: str) -> bool:
     """Whether ``msg`` starts with a field of the model at ``parts`` (so it joins that path), or
     nothing is known about the model (the message is taken to name one)."""
-    if model is None:
+    if model is None or re.match(r"^\w+ (?:is not a known field|is required)", msg):
         return True
     inner = _model_at(model, parts)
     return inner is not None and msg.split(" ", 1)[0] in inner.model_fields

@@ -24,6 +24,7 @@ from tts.limits import Budget, Limits
 from tts.metrics import latency_stats, request_latencies, throughput
 from tts.sampling import SamplingParams
 from tts.scheduler import Scheduler
+from tts.secrets import redact
 from tts.strategy import Strategy
 from tts.task import Task
 from tts.types import Problem, Request, Result, Status, Usage
@@ -179,8 +180,9 @@ async def _solve_one(strategy: Strategy, problem: Problem, ctx: Context) -> Resu
         if result.correct is None and problem.reference is not None and result.ok:
             result.correct = result.answer is not None and ctx.equivalent(result.answer, problem.reference)
     except Exception as exc:  # one problem's failure (a bad problem included) must not sink the run
-        log.warning("problem %s failed: %s: %s", problem.id, type(exc).__name__, exc)
-        result = Result(problem=problem, answer=None, error=f"{type(exc).__name__}: {exc}", status=_status(exc))
+        error = redact(f"{type(exc).__name__}: {exc}")  # a server may echo an API key in its error
+        log.warning("problem %s failed: %s", problem.id, error)
+        result = Result(problem=problem, answer=None, error=error, status=_status(exc))
         # a failed or timed-out problem is scored wrong: accuracy never leaves it out
         result.correct = False if isinstance(getattr(problem, "reference", None), str) else None
     # latency runs from the problem's first request (time queued behind other problems is not its own)

@@ -64,21 +64,31 @@ def _check_size(node: yaml.Node, budget: list[int], source: str) -> None:
             stack += [(v, max(line, v.start_mark.line)) for v in reversed(current.value)]
 
 
-def _check_tags(node: yaml.Node, source: str, seen: set[int]) -> None:
-    """Refuse tags the safe loader would not build (``!!python/object``, custom ``!tags``)."""
-    stack = [node]
+def _check_nodes(node: yaml.Node, source: str) -> None:
+    """Refuse tags the safe loader would not build (``!!python/object``, custom ``!tags``) and keys
+    written twice in one mapping (YAML would keep the last one silently)."""
+    stack, seen = [node], set()
     while stack:
         current = stack.pop()
         if id(current) in seen:  # an alias: its target was checked
             continue
         seen.add(id(current))
-        if current.tag not in _Loader.yaml_constructors:
+        if current.tag not in _Loader.yaml_constructors and current.tag != "tag:yaml.org,2002:merge":
+            tag = current.tag.replace("tag:yaml.org,2002:", "!!")
             raise ConfigError(
-                f"{source}:{current.start_mark.line + 1}: YAML tag {current.tag.replace('tag:yaml.org,2002:', '!!')!r} "
-                "is not allowed (configuration files hold plain data); remove the tag."
+                f"{source}:{current.start_mark.line + 1}: YAML tag {tag!r} is not allowed "
+                "(configuration files hold plain data); remove the tag."
             )
         if isinstance(current, yaml.MappingNode):
+            first: dict[str, int] = {}
             for k, v in current.value:
+                if isinstance(k, yaml.ScalarNode) and k.value != "<<":
+                    if k.value in first:
+                        raise ConfigError(
+                            f"{source}:{k.start_mark.line + 1}: key {k.value!r} is written twice in one "
+                            f"mapping (first on line {first[k.value]}); keep one."
+                        )
+                    first[k.value] = k.start_mark.line + 1
                 stack += (k, v)
         elif isinstance(current, yaml.SequenceNode):
             stack += current.value
@@ -103,6 +113,8 @@ def read_yaml(text: str, source: str = "<yaml>") -> tuple[Any, Lines]:
     """Parse YAML safely; return the data and the line of every key path."""
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply; flatten the document.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -111,7 +123,7 @@ def read_yaml(text: str, source: str = "<yaml>") -> tuple[Any, Lines]:
     if node is None:
         return {}, {}
     _check_size(node, [MAX_YAML_NODES], source)
-    _check_tags(node, source, set())
+    _check_nodes(node, source)
     lines: Lines = {}
     _key_lines(node, (), lines)
     try:

@@ -152,6 +152,8 @@ class ConfigMetrics:
     """Problems a budget cut short (answered with the best so far)."""
     truncated_rate: float | None
     """Samples that stopped at the token limit (``finish_reason`` ``length``)."""
+    truncated_unanswered: float | None
+    """Of those, the share with no answer extracted (cut off before the answer)."""
     empty_rate: float
     """Answered problems whose answer is missing or empty."""
     peak_rss_mb: float | None
@@ -236,7 +238,8 @@ def metric_warnings(metrics: Sequence[ConfigMetrics], *, truncated: float = 0.5)
         if m.truncated_rate is not None and m.truncated_rate > truncated:
             out.append(
                 f"{m.label}: {m.truncated_rate:.0%} of samples stopped at the token limit (finish_reason "
-                "'length'); its accuracy measures max_tokens: raise it before comparing."
+                f"'length'), {m.truncated_unanswered or 0:.0%} of those before any answer; its accuracy may "
+                "measure max_tokens: raise it before comparing."
             )
         failed = m.failure_rate + m.timeout_rate
         if failed > 0:
@@ -265,7 +268,7 @@ def compute_metrics(store: Store, pricing: Pricing | None = None, *, resamples: 
             values = [per_problem[k] for k in sorted(per_problem)]
             acc, lo, hi = bootstrap_ci(values, resamples=resamples)
         answered = per_problem_accuracy(rows, answered=True)
-        length, drawn = store.truncation(cfg["config_id"])
+        length, cut_blank, drawn = store.truncation(cfg["config_id"])
 
         def mean_of(col: str, rows: list[dict[str, Any]] = rows) -> float:
             return sum(float(r.get(col) or 0) for r in rows) / max(len(rows), 1)
@@ -316,6 +319,7 @@ def compute_metrics(store: Store, pricing: Pricing | None = None, *, resamples: 
                 timeout_rate=statuses["timeout"] / n,
                 cut_rate=statuses["cut"] / n,
                 truncated_rate=length / drawn if drawn else None,
+                truncated_unanswered=cut_blank / length if length else None,
                 empty_rate=sum(1 for r in answered_rows if not (r["answer"] or "").strip()) / n,
                 peak_rss_mb=max(rss) / 1024 if rss else None,
                 kv_cache=max(kv) if kv else None,

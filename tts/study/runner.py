@@ -320,8 +320,11 @@ class StudyRunner:
 
     async def arun(self) -> StudyOutcome:
         study = self.study
-        for cfg in study.configs:  # a dataset that cannot load (repeated ids, ...) is refused before any write
-            self._dataset(cfg)
+        for cfg in study.configs:  # a dataset that cannot load (repeated ids, no rows) is refused before any write
+            if not len(self._dataset(cfg)):
+                from tts.errors import ConfigError
+
+                raise ConfigError(f"dataset {cfg.spec.dataset.name!r} has no problems; check the file or --limit.")
         study.out.mkdir(parents=True, exist_ok=True)
         store = Store(study.store_path)
         ran = skipped = 0

@@ -187,7 +187,7 @@ class _Lock:
             ) from None
         f.seek(0)
         f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])})\n")
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} ({redact(' '.join(sys.argv[:3]))})\n")
         f.flush()
         self.file = f
 
@@ -402,13 +402,16 @@ class Store:
         """Session rows (one per run of a configuration and seed), oldest first."""
         return self._rows("runs", config_id, "id")
 
-    def truncation(self, config_id: str) -> tuple[int, int]:
-        """(Samples that stopped at the token limit, samples) of a configuration."""
+    def truncation(self, config_id: str) -> tuple[int, int, int]:
+        """(Samples that stopped at the token limit, those of them without an answer, samples) of a
+        configuration."""
         row = self.db.execute(
-            "SELECT COALESCE(SUM(finish_reason = 'length'), 0), COUNT(*) FROM samples WHERE config_id = ?",
+            "SELECT COALESCE(SUM(finish_reason = 'length'), 0), "
+            "COALESCE(SUM(finish_reason = 'length' AND (key IS NULL OR key = '')), 0), COUNT(*) "
+            "FROM samples WHERE config_id = ?",
             (config_id,),
         ).fetchone()
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), int(row[2])
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
