@@ -137,3 +137,86 @@ def test_bad_input_is_refused_in_one_line(
     assert list(work.iterdir()) == [], f"{entry['file']} wrote {list(work.iterdir())}"
     assert not (tmp_path / "out").exists(), f"{entry['file']} created the study's output folder"
     assert _listing() == before
+
+
+# ------------------------------------------------------------------------------ bounds on every count
+
+NOT_COUNTS = {"seed", "priority", "low", "high", "best"}
+"""Integer fields that are not counts (seeds, priorities, score scales)."""
+
+
+def _int_fields(model: Any) -> list[tuple[str, Any]]:
+    import typing
+
+    out = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        members = typing.get_args(ann) or (ann,)
+        if int in members and bool not in members and name not in NOT_COUNTS:
+            out.append((name, field))
+    return out
+
+
+def _upper_bound(field: Any) -> int | None:
+    return next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
+
+
+def test_every_count_in_strategy_proposer_pipeline_and_study_options_is_bounded() -> None:
+    """10.16: ``n: 99999999999999999999999`` used to pass validation and hang; every count now has a
+    documented maximum (``tts.sampling.MAX_COUNT`` and friends)."""
+    from tts.config.spec import BudgetSpec, DatasetSpec, RunSpec
+    from tts.registry import REGISTRY
+    from tts.sampling import SamplingParams
+    from tts.study.spec import AllocationOptions, CurveOptions
+
+    models: list[type] = [DatasetSpec, RunSpec, BudgetSpec, CurveOptions, AllocationOptions, SamplingParams]
+    for kind in ("strategy", "proposer"):
+        models += [REGISTRY.get(kind, name).Options for name in REGISTRY.names(kind)]
+    unbounded = [
+        f"{m.__module__}.{m.__qualname__}.{name}"
+        for m in models
+        for name, field in _int_fields(m)
+        if _upper_bound(field) is None and not (m is SamplingParams and name in ("top_k", "logprobs"))
+    ]
+    assert not unbounded, f"counts without a maximum: {unbounded}"
+
+
+def test_counts_are_strict_and_bounded_in_one_line() -> None:
+    from tts.errors import ConfigError, parse_options
+    from tts.strategies.self_consistency import SelfConsistencyOptions
+
+    for value, message in [
+        (10**23, "n must be <= 65536, got 100000000000000000000000."),
+        (2.5, "n must be an integer, got 2.5."),
+        (True, "n must be an integer, got True."),
+        ("4", "n must be an integer, got '4'."),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_options(SelfConsistencyOptions, {"n": value})
+        assert str(info.value) == message
+
+
+def test_a_typo_inside_an_optional_nested_model_gets_did_you_mean() -> None:
+    """``_model_at`` looks inside ``X | None`` and list items."""
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from tts.errors import format_validation_error
+
+    class Price(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        cached_prompt: float = 0.0
+
+    class Item(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        weight: float = 1.0
+
+    class Outer(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        pricing: Price | None = None
+        items: list[Item] = []
+
+    with pytest.raises(ValidationError) as info:
+        Outer.model_validate({"pricing": {"cached": 0.1}, "items": [{"wieght": 2}]})
+    msg = format_validation_error(info.value, model=Outer)
+    assert "pricing.cached is not a known field; did you mean 'cached_prompt'?" in msg
+    assert "items.0.wieght is not a known field; did you mean 'weight'?" in msg

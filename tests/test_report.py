@@ -106,6 +106,15 @@ def _sql_aggregates(db: Path) -> dict[tuple[str, str], float]:
             (cid,),
         ).fetchone()
         cost = con.execute("SELECT AVG(cost) FROM results WHERE config_id = ?", (cid,)).fetchone()[0]
+        verifier, answered = con.execute(
+            "SELECT AVG(verifier_prompt_tokens + verifier_completion_tokens), "
+            "AVG(CASE WHEN status IN ('failed', 'timeout') THEN NULL ELSE correct END) FROM results "
+            "WHERE config_id = ?",
+            (cid,),
+        ).fetchone()
+        (truncated,) = con.execute(
+            "SELECT AVG(finish_reason = 'length') FROM samples WHERE config_id = ?", (cid,)
+        ).fetchone()
         assert cost == pytest.approx((p * 0.5 + c * 2.0) / 1e6)  # charged from the backend's pricing
         out.update(
             {
@@ -117,6 +126,9 @@ def _sql_aggregates(db: Path) -> dict[tuple[str, str], float]:
                 (cid, "failure_rate"): fails,
                 (cid, "readability"): read,
                 (cid, "cost_usd"): cost,
+                (cid, "verifier_tokens"): verifier,
+                (cid, "accuracy_answered"): answered,  # no failures here: one row per problem and seed
+                (cid, "truncated_rate"): truncated,
             }
         )
         if agree is not None:
@@ -155,7 +167,7 @@ def test_html_numbers_equal_the_sqlite_aggregates(study_out: Path) -> None:
         digits = DIGITS.get(metric, 4)
         assert float(shown) == pytest.approx(value, abs=0.51 * 10**-digits), (cid, metric, shown, value)
         checked += 1
-    assert checked == 3 * 9 + 2 + 2 * 2  # 9 metrics x 3 configurations, consistency and 2 curve points x 2 sc
+    assert checked == 3 * 12 + 2 + 2 * 2  # 12 metrics x 3 configurations, consistency and 2 curve points x 2 sc
     comp = {m: float(v) for (k, m), v in parser.cells.items() if k == "greedy|sc n=8 T=1.0"}
     assert comp["difference"] == pytest.approx(comp["accuracy_b"] - comp["accuracy_a"], abs=2e-4)
     assert comp["ci_low"] <= comp["difference"] <= comp["ci_high"]

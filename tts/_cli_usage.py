@@ -60,12 +60,14 @@ def usage_line(exc: Any, args: Sequence[str]) -> str:
 class OneLineGroup(typer.core.TyperGroup):
     """A typer group whose usage errors are one ``error: ...`` line on stderr (exit 2)."""
 
-    def main(self, args: Sequence[str] | None = None, *pos: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, standalone_mode: bool = True, **kw: Any
+    ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         if not standalone_mode:
-            return super().main(argv, *pos, standalone_mode=False, **kw)
+            return super().main(argv, standalone_mode=False, **kw)
         try:
-            rv = super().main(argv, *pos, standalone_mode=False, **kw)
+            rv = super().main(argv, standalone_mode=False, **kw)
         except _ex.NoArgsIsHelpError as exc:
             print(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), file=sys.stderr)
             sys.exit(exc.exit_code)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tts._text import read_utf8
 from tts.errors import DatasetError
 
 __all__ = ["check_ids", "check_rows", "parse_json", "read_text"]
@@ -23,17 +24,7 @@ __all__ = ["check_ids", "check_rows", "parse_json", "read_text"]
 
 def read_text(path: Path) -> str:
     """The file's text; refuses UTF-16, binary and other non-UTF-8 files in one line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"dataset file {str(path)!r} cannot be read ({exc.strerror}); check the path.") from None
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:64]:
-        raise DatasetError(f"{path}:1: dataset file is UTF-16 (or binary); save it as UTF-8.")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DatasetError(f"{path}:{line}: dataset file is not UTF-8 text; save it as UTF-8.") from None
+    return read_utf8(path, "dataset file", DatasetError)
 
 
 def parse_json(text: str, path: Path) -> list[Any]:

@@ -121,7 +121,7 @@ class SamplingParams(BaseModel):
     """Drop tokens whose probability is below ``min_p`` times the top token's, in [0, 1)."""
     max_tokens: int = Field(default=256, le=MAX_TOKENS)
     """Maximum number of generated tokens per completion (at most 1048576)."""
-    min_tokens: int = 0
+    min_tokens: int = Field(default=0, le=MAX_TOKENS)
     """Minimum number of generated tokens before end-of-sequence or a stop string may end it."""
     stop: tuple[str, ...] = ()
     """Stop strings; generation ends before the first occurrence (excluded from the text)."""
@@ -139,8 +139,8 @@ class SamplingParams(BaseModel):
     """Words that must not appear in the output."""
     constraint: Constraint | None = None
     """Structured-output constraint (regex, choice, JSON schema, grammar)."""
-    beam_width: int | None = None
-    """Token-level beam search with this many beams (>= 2); returns the n best beams."""
+    beam_width: int | None = Field(default=None, le=MAX_N)
+    """Token-level beam search with this many beams (2 to 65536); returns the n best beams."""
     length_penalty: float = 1.0
     """Beam search length penalty exponent (score / length**length_penalty)."""
     ignore_eos: bool = False
@@ -225,6 +225,6 @@ class SamplingParams(BaseModel):
         """Fast copy with another ``n`` (no re-validation; n >= 1 keeps a valid sampling config valid)."""
         if n == self.n:
             return self
-        if n < 1 or (self.greedy and n > 1):
+        if not 1 <= n <= MAX_N or (self.greedy and n > 1):
             return self.replace(n=n)
         return self.model_copy(update={"n": n})

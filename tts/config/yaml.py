@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from tts._text import read_utf8
 from tts.errors import ConfigError
 
 __all__ = [
@@ -146,17 +147,7 @@ def read_yaml_file(path: str | Path, what: str = "pipeline") -> tuple[Any, Lines
     """:func:`read_yaml` of a file; a file that cannot be read or decoded, or holds no data (empty,
     only comments), is a one-line ConfigError."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what} file {str(p)!r} cannot be read ({exc.strerror}); check the path.") from None
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:64]:
-        raise ConfigError(f"{p}:1: {what} file is UTF-16 (or binary); save it as UTF-8.")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{p}:{line}: {what} file is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
+    text = read_utf8(p, f"{what} file")
     data, lines = read_yaml(text, str(p))
     if data is None or (data == {} and not lines):
         hint = EMPTY_HINT.get(what, f"write the {what} sections")

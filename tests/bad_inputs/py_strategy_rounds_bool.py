@@ -1,0 +1,2 @@
+from tts.strategies.refine import Refine
+Refine(rounds=True)
