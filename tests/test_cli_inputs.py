@@ -160,3 +160,29 @@ def test_report_without_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     result = runner.invoke(app, ["report", str(tmp_path / "out")])
     assert result.exit_code == 2 and "pip install 'tts-scale[plot]'" in one_line_error(result)
+
+
+def test_study_keep_failures_flag_keeps_stored_failures(tmp_path: Path) -> None:
+    """Every problem times out (each engine call costs 10 virtual seconds against a 1 s limit): the
+    study exits 1; a resume with --keep-failures runs nothing, one without it runs them again."""
+    from typer.testing import CliRunner
+
+    from tts.cli import app
+
+    study = tmp_path / "slow.yaml"
+    study.write_text(
+        "name: slow\n"
+        "dataset: {name: add2, limit: 3}\n"
+        "backend: {name: fake, cost: {per_batch: 10.0}}\n"
+        "budget: {max_wall_time: 1.0}\n"
+        "pipelines: [{label: greedy, strategy: {name: greedy}}]\n"
+        f"out: {tmp_path / 'out'}\n"
+        "allocation: null\n"
+    )
+    cli = CliRunner()
+    first = cli.invoke(app, ["study", str(study), "--no-report"])
+    assert first.exit_code == 1 and "3 of 3 problems failed" in first.output
+    kept = cli.invoke(app, ["study", str(study), "--no-report", "--keep-failures", "--max-failure-rate", "1"])
+    assert kept.exit_code == 0 and "ran 0 problems" in kept.output
+    again = cli.invoke(app, ["study", str(study), "--no-report", "--max-failure-rate", "1"])
+    assert again.exit_code == 0 and "ran 3 problems" in again.output

@@ -344,6 +344,9 @@ def study(
     ),
     report: bool | None = typer.Option(None, "--report/--no-report", help="Write the report at the end."),
     max_failure_rate: float | None = MAX_FAILURE_RATE,
+    keep_failures: bool = typer.Option(
+        False, "--keep-failures", help="On resume, keep failed problems as stored instead of running them again."
+    ),
     verbose: bool = VERBOSE,
 ) -> None:
     """Run a study (resumable).
@@ -383,7 +386,7 @@ def study(
             typer.echo(f"completion_tokens_at_most={sum(r.completion_tokens for r in rows)}")
             return
         with StudyDisplay() as display:
-            outcome = StudyRunner(spec, progress=display).run()
+            outcome = StudyRunner(spec, progress=display, keep_failures=keep_failures or None).run()
         from tts.study.analysis import compute_metrics
         from tts.study.store import Store
 

@@ -118,17 +118,21 @@ class Context:
         return self._child((budget, *self._budgets), (budget.spent, *self._sinks), None)
 
     async def within(self, awaitable: Awaitable[T]) -> T:
-        """Await ``awaitable`` under the nearest wall-time limit; raise :class:`RequestTimeout` past it."""
-        left = min((t for b in self._budgets if (t := b.remaining_time()) is not None), default=None)
-        if left is None:
+        """Await ``awaitable`` under the nearest wall-time limit; raise :class:`RequestTimeout` past
+        it. On a virtual clock (the fake backend's) time passes inside the engine, not while we
+        wait, so the limit is also checked when the work returns."""
+        timed = [b for b in self._budgets if b.limits.max_wall_time is not None]
+        if not timed:
             return await awaitable
-        budget = min((b for b in self._budgets if b.remaining_time() is not None),
-                     key=lambda b: b.remaining_time() or 0.0)
+        budget = min(timed, key=lambda b: b.remaining_time() or 0.0)
         try:
-            return await asyncio.wait_for(awaitable, max(left, 0.0))
+            result = await asyncio.wait_for(awaitable, max(budget.remaining_time() or 0.0, 0.0))
         except asyncio.TimeoutError:
-            raise RequestTimeout(f"{budget.label}: max_wall_time={budget.limits.max_wall_time}s exceeded; raise "
-                                 "the limit or spend less per problem.") from None
+            raise budget.timeout() from None
+        late = next((b for b in timed if (b.remaining_time() or 0.0) < 0), None)
+        if late is not None:
+            raise late.timeout()
+        return result
 
     # -------------------------------------------------------------------------------- engine
 

@@ -70,6 +70,10 @@ class Budget:
         limit = self.limits.max_wall_time
         return None if limit is None else limit - (self.clock() - self.start)
 
+    def timeout(self) -> RequestTimeout:
+        return RequestTimeout(f"{self.label}: max_wall_time={self.limits.max_wall_time}s exceeded; raise the "
+                              "limit or spend less per problem.")
+
     def _exceeded(self, field: str, limit: float, used: float) -> BudgetExceeded:
         return BudgetExceeded(f"{self.label}: {field}={limit} reached (used {used:g}); raise the limit or "
                               "spend less per problem (smaller n or max_tokens).")
@@ -79,8 +83,7 @@ class Budget:
         lim, spent = self.limits, self.spent
         left = self.remaining_time()
         if left is not None and left <= 0:
-            raise RequestTimeout(f"{self.label}: max_wall_time={lim.max_wall_time}s exceeded; raise the limit "
-                                 "or spend less per problem.")
+            raise self.timeout()
         if lim.max_calls is not None and self.submitted >= lim.max_calls:
             raise self._exceeded("max_calls", lim.max_calls, self.submitted)
         if lim.max_cost is not None and spent.cost >= lim.max_cost:
