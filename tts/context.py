@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tts.errors import ConfigError, RequestTimeout
+from tts.errors import ConfigError
 from tts.limits import Budget, Limits
 from tts.scheduler import Scheduler
 from tts.task import Task
