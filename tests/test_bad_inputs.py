@@ -15,6 +15,8 @@ empty working folder; ``args``, when given, replaces the default flags):
 - ``python``: the ``.py`` snippet in a subprocess; an error the library raises on purpose
   (:class:`tts.errors.TTSError`) is printed as ``error: MESSAGE`` and exits 2, as the CLI does, so
   a raw pydantic or Python exception shows up as a traceback and fails the test.
+
+The one line is also short: a huge value is cut in the message, never printed whole.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def test_bad_input_is_refused_in_one_line(
     assert code == entry["exit"], f"{entry['file']}: exit {code}, stderr: {stderr}"
     assert len(lines) == 1, f"{entry['file']}: stderr is not one line:\n{stderr}"
     assert lines[0].startswith("error: ") and entry["message"] in lines[0], f"{entry['file']}: {lines[0]}"
+    assert len(lines[0]) < 600, f"{entry['file']}: a {len(lines[0])}-character line"  # huge values are cut
     # nothing written: not in the working folder, not beside the inputs, no study output
     assert list(work.iterdir()) == [], f"{entry['file']} wrote {list(work.iterdir())}"
     assert not (tmp_path / "out").exists(), f"{entry['file']} created the study's output folder"

@@ -19,6 +19,7 @@ import typer.core
 _ex: Any = getattr(getattr(typer.core, "_click", None), "exceptions", None)
 if _ex is None:  # pragma: no cover - typer < 0.29
     import click.exceptions as _ex
+_Abort: Any = getattr(typer.core, "Abort", None) or _ex.Abort
 
 __all__ = ["OneLineGroup", "usage_line"]
 
@@ -74,7 +75,7 @@ class OneLineGroup(typer.core.TyperGroup):
         except _ex.ClickException as exc:
             print(f"error: {usage_line(exc, argv)}", file=sys.stderr)
             sys.exit(exc.exit_code)
-        except _ex.Abort:
+        except _Abort:
             print("error: aborted.", file=sys.stderr)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)

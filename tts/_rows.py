@@ -4,6 +4,8 @@ or overwrites problems).
 
 - :func:`read_text`: the file as UTF-8 text (a UTF-16 or binary file is refused with the fix);
 - :func:`check_rows`: each row a JSON object (a mapping), CSV rows with as many fields as the header;
+- :func:`check_limit`: a problem count from 1 to :data:`tts.sampling.MAX_PROBLEMS` (a generated task
+  asked for 10^11 problems would build them all);
 - :func:`check_ids`: no problem id twice (a study stores results by problem id: a repeated id
   would overwrite the other problem's row, so "ran 10 problems" would store 5).
 """
@@ -19,7 +21,7 @@ from typing import Any
 from tts._text import read_utf8
 from tts.errors import DatasetError
 
-__all__ = ["check_ids", "check_rows", "parse_json", "read_text"]
+__all__ = ["check_ids", "check_limit", "check_rows", "parse_json", "read_text"]
 
 
 def read_text(path: Path) -> str:
@@ -75,3 +77,15 @@ def check_ids(ids: Sequence[str], source: str) -> None:
             f"dataset {source!r} repeats problem ids {shown}; give every problem its own id "
             "(results are stored by id, a repeated one would overwrite the other)."
         )
+
+
+def check_limit(limit: object) -> None:
+    """Refuse a problem count that is not an integer from 1 to ``MAX_PROBLEMS``."""
+    from tts.sampling import MAX_PROBLEMS
+
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise DatasetError(f"dataset limit must be an integer, got {limit!r}.")
+    if not 1 <= limit <= MAX_PROBLEMS:
+        raise DatasetError(f"dataset limit must be in [1, {MAX_PROBLEMS}], got {limit}.")

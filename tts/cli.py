@@ -305,17 +305,14 @@ def _print_wide(obj: Any) -> None:
 
 
 def _parse_sets(values: list[str]) -> dict[str, Any]:
-    import yaml
+    from tts.config.yaml import parse_value
 
     out: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set must be KEY=VALUE with a dotted key (strategy.n=4), got {item!r}.")
-        try:
-            out[key.strip()] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key.strip()] = raw
+        out[key.strip()] = parse_value(raw, f"--set {key.strip()}")  # bounded, no tags (tts/config/yaml.py)
     return out
 
 

@@ -324,6 +324,9 @@ def load_dataset(
     """Load problems by spec (see module docstring). ``limit``/``seed`` override the spec's."""
     name, spec_limit, spec_seed = parse_spec(spec)
     limit = limit if limit is not None else spec_limit
+    from tts._rows import check_limit
+
+    check_limit(limit)
     seed = seed if seed is not None else spec_seed
     if name in _BUILTIN_GENERATORS:
         n = limit or _DEFAULT_SIZES[name]

@@ -27,6 +27,7 @@ Validation errors of pydantic models become one line through :func:`format_valid
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -103,6 +104,8 @@ _PHRASES = {
     "string_type": "must be a string",
     "dict_type": "must be a mapping",
     "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "set_type": "must be a list",
     "model_type": "must be a mapping",
     "too_short": "must have at least {min_length} item(s)",
     "too_long": "must have at most {max_length} item(s)",
@@ -126,11 +129,9 @@ def _model_at(model: type[BaseModel] | None, parts: list[str]) -> type[BaseModel
     """The pydantic model class found by following ``parts`` from ``model`` (None if not a model);
     optional models (``X | None``) and list items (``verifiers.0``) are looked into."""
     for part in parts:
-        if model is None:
-            return None
-        if part.isdigit() or part not in model.model_fields:
-            if part.isdigit():  # a list index: the item type was already taken
-                continue
+        if model is None or part.isdigit():  # a list index: the item type was already taken
+            continue
+        if part not in model.model_fields:
             return None
         found = _models_in(model.model_fields[part].annotation)
         model = found[0] if len(found) == 1 else None
@@ -153,10 +154,12 @@ def _component_options(field: Any) -> type[BaseModel] | None:
     return opts if isinstance(opts, type) and issubclass(opts, BaseModel) else None
 
 
-def _home_of(model: type[BaseModel], key: str, depth: int = 3) -> str | None:
-    """Where ``key`` is a field below ``model`` (``proposer.sampling.temperature``), shortest first."""
+def _homes_of(model: type[BaseModel], key: str, depth: int = 3) -> list[str]:
+    """Where ``key`` is a field below ``model`` (``proposer.sampling.temperature``): under the
+    proposer or ``sampling`` first (where sampling keys usually belong), then the shortest paths."""
+    found: list[tuple[bool, int, str]] = []
     level: list[tuple[str, type[BaseModel]]] = [("", model)]
-    for _ in range(depth):
+    for d in range(depth):
         nxt: list[tuple[str, type[BaseModel]]] = []
         for path, m in level:
             for fname, field in m.model_fields.items():
@@ -166,10 +169,10 @@ def _home_of(model: type[BaseModel], key: str, depth: int = 3) -> str | None:
                 for sub in [opts] if opts is not None else _models_in(field.annotation):
                     sub_path = f"{path}{fname}."
                     if key in sub.model_fields:
-                        return sub_path + key
+                        found.append((not sub_path.startswith(("proposer.", "sampling.")), d, sub_path + key))
                     nxt.append((sub_path, sub))
         level = nxt
-    return None
+    return [path for *_, path in sorted(found)]
 
 
 def _unknown_key(model: type[BaseModel] | None, parts: list[str], head: str) -> str:
@@ -179,13 +182,23 @@ def _unknown_key(model: type[BaseModel] | None, parts: list[str], head: str) -> 
     owner = _model_at(model, parts[:-1])
     if owner is None:
         return "is not a known field; remove it or check the spelling"
-    home = _home_of(owner, parts[-1])
-    if home is not None:
-        return f"is not a known field here; write {head + '.' if head else ''}{home}"
+    homes = [f"{head + '.' if head else ''}{h}" for h in _homes_of(owner, parts[-1])[:2]]
+    if homes:
+        return f"is not a known field here; write {' (or '.join(homes)}{')' if len(homes) > 1 else ''}"
     close = difflib.get_close_matches(parts[-1], list(owner.model_fields), n=1)
     if close:
         return f"is not a known field; did you mean {close[0]!r}?"
     return f"is not a known field; valid fields: {', '.join(owner.model_fields)}"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a huge value must not become a huge message)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 6
+    short.maxlevel = 2
+    text = short.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _names_field(model: type[BaseModel] | None, parts: list[str], msg: str) -> bool:
@@ -216,7 +229,7 @@ def format_validation_error(exc: ValidationError, prefix: str = "", model: type[
         elif etype == "missing":
             msg = "is required; add it"
         elif etype in _PHRASES:
-            msg = _PHRASES[etype].format(**err.get("ctx", {})) + f", got {err.get('input')!r}."
+            msg = _PHRASES[etype].format(**err.get("ctx", {})) + f", got {_short(err.get('input'))}."
         if parts and msg.startswith(parts[-1] + " "):
             # validators already name their field: "top_p must be in (0, 1], got 1.5."
             head = ".".join([prefix, *parts[:-1]] if prefix else parts[:-1])

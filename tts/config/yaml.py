@@ -28,6 +28,7 @@ __all__ = [
     "Lines",
     "apply_overrides",
     "merge",
+    "parse_value",
     "read_yaml",
     "read_yaml_file",
     "resolve_paths",
@@ -134,6 +135,20 @@ def read_yaml(text: str, source: str = "<yaml>") -> tuple[Any, Lines]:
         at = f"{source}:{mark.line + 1}" if mark is not None else source
         raise ConfigError(f"{at}: invalid YAML value ({getattr(exc, 'problem', exc)}); fix the value.") from None
     return data, lines
+
+
+def parse_value(text: str, source: str) -> Any:
+    """One command-line value (``--set KEY=VALUE``) read as YAML, with the same bounds and refusals as
+    a file (aliases, tags, repeated keys); an empty value is ``None`` and text that is not valid
+    YAML is kept as a plain string."""
+    if not text.strip():
+        return None
+    try:
+        return read_yaml(text, source)[0]
+    except ConfigError as exc:
+        if "invalid YAML" in str(exc):
+            return text
+        raise
 
 
 EMPTY_HINT = {

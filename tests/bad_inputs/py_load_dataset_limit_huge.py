@@ -1,0 +1,2 @@
+from tts import load_dataset
+load_dataset('larger', limit=10**11)
