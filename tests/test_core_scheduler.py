@@ -36,8 +36,12 @@ def test_64_problems_sc8_are_batched_with_one_prefill_per_prompt() -> None:
     assert backend.calls <= 3, f"expected a handful of batched calls, got {backend.calls}"
     assert backend.requests == 64, "each problem's 8 samples travel as one n=8 request"
     assert backend.completions_generated == 512
-    prompt_words = [len(c.completion.prompt_text.split()) for r in report.results for c in r.candidates[:1]
-                    if c.completion and c.completion.prompt_text]
+    prompt_words = [
+        len(c.completion.prompt_text.split())
+        for r in report.results
+        for c in r.candidates[:1]
+        if c.completion and c.completion.prompt_text
+    ]
     assert len(prompt_words) == 64
     assert backend.prefill_tokens == sum(prompt_words), "64 prompts prefilled, not 512"
     u = report.usage
@@ -110,8 +114,10 @@ def test_priority_orders_the_backend_queue() -> None:
 
     async def main() -> None:
         ctx = Context(Scheduler(backend))
-        handles = [ctx.submit(Request(name, SamplingParams(), priority=prio)) for name, prio in
-                   [("low", 5), ("high", -1), ("mid", 0)]]
+        handles = [
+            ctx.submit(Request(name, SamplingParams(), priority=prio))
+            for name, prio in [("low", 5), ("high", -1), ("mid", 0)]
+        ]
         for h in handles:
             h.future.add_done_callback(lambda f, h=h: order.append(h.request.prompt))  # type: ignore[misc]
         await asyncio.gather(*handles)
@@ -135,7 +141,11 @@ def test_virtual_clock_latency_is_exact() -> None:
     model, problems = oracle_problems(4)
     cost = CostModel(prefill_per_token=0.001, decode_step=0.01, max_concurrency=8)
     backend = FakeBackend(model, cost=cost)
-    report = run(SelfConsistency(n=4, proposer={"name": "few_shot", "sampling": {"temperature": 0.7, "max_tokens": 64}}), problems, backend)
+    report = run(
+        SelfConsistency(n=4, proposer={"name": "few_shot", "sampling": {"temperature": 0.7, "max_tokens": 64}}),
+        problems,
+        backend,
+    )
     prompt = sum(len(r.candidates[0].completion.prompt_text.split()) for r in report.results)  # type: ignore[union-attr]
     lengths = [c.completion.token_count for r in report.results for c in r.candidates]  # type: ignore[union-attr]
     expected = prompt * 0.001 + (max(lengths[:8]) + max(lengths[8:])) * 0.01
@@ -218,8 +228,9 @@ def test_fewer_samples_than_asked_are_topped_up_or_fail() -> None:
 
         def submit(self, request: Request):  # type: ignore[no-untyped-def]
             if request.params.n > self.cap:
-                request = Request(request.prompt, request.params.with_n(self.cap), request.priority,
-                                  request.assistant_prefix)
+                request = Request(
+                    request.prompt, request.params.with_n(self.cap), request.priority, request.assistant_prefix
+                )
             return super().submit(request)
 
     async def main(cap: int) -> tuple[int, int]:

@@ -29,8 +29,19 @@ from tts.strategy import Strategy
 from tts.task import Task
 from tts.types import Problem, Request, Result, Status, Usage
 
-__all__ = ["Comparison", "Report", "RunProgress", "Summary", "arun", "as_scheduler", "compare", "problem_seed", "run", "run_sync",
-           "solve"]
+__all__ = [
+    "Comparison",
+    "Report",
+    "RunProgress",
+    "Summary",
+    "arun",
+    "as_scheduler",
+    "compare",
+    "problem_seed",
+    "run",
+    "run_sync",
+    "solve",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,8 +87,11 @@ class Summary:
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) lines of the summary, as every table of runs shows them."""
-        acc = "n/a" if self.accuracy is None or self.accuracy_ci is None else (
-            f"{self.accuracy:.3f} [{self.accuracy_ci[0]:.3f}, {self.accuracy_ci[1]:.3f}]")
+        acc = (
+            "n/a"
+            if self.accuracy is None or self.accuracy_ci is None
+            else (f"{self.accuracy:.3f} [{self.accuracy_ci[0]:.3f}, {self.accuracy_ci[1]:.3f}]")
+        )
         answered = "n/a" if self.accuracy_answered is None else f"{self.accuracy_answered:.3f}"
         u, n = self.usage, max(self.problems, 1)
         return [
@@ -133,16 +147,29 @@ class Report:
         requests = latency_stats(request_latencies(r.trace for r in self.results))
         u = self.usage
         return Summary(
-            strategy=self.strategy, problems=len(self.results), scored=len(scored), accuracy=acc, accuracy_ci=ci,
-            prompt_tokens_per_problem=u.prompt_tokens / n, cached_prompt_tokens_per_problem=u.cached_prompt_tokens / n,
-            completion_tokens_per_problem=u.completion_tokens / n, calls_per_problem=u.calls / n,
-            latency_p50=latency.p50, latency_p95=latency.p95,
-            request_latency_p50=requests.p50, request_latency_p95=requests.p95,
+            strategy=self.strategy,
+            problems=len(self.results),
+            scored=len(scored),
+            accuracy=acc,
+            accuracy_ci=ci,
+            prompt_tokens_per_problem=u.prompt_tokens / n,
+            cached_prompt_tokens_per_problem=u.cached_prompt_tokens / n,
+            completion_tokens_per_problem=u.completion_tokens / n,
+            calls_per_problem=u.calls / n,
+            latency_p50=latency.p50,
+            latency_p95=latency.p95,
+            request_latency_p50=requests.p50,
+            request_latency_p95=requests.p95,
             qps=throughput(len(self.results), self.wall_time),
-            wall_time=self.wall_time, failures=sum(1 for r in self.results if not r.ok), usage=u,
+            wall_time=self.wall_time,
+            failures=sum(1 for r in self.results if not r.ok),
+            usage=u,
             accuracy_answered=_mean([float(bool(r.correct)) for r in self.results if r.ok and r.correct is not None]),
-            failure_rate=self._rate("failed"), timeout_rate=self._rate("timeout"), cut_rate=self._rate("cut"),
-            empty_rate=sum(1 for r in self.results if r.ok and not (r.answer or "").strip()) / n)
+            failure_rate=self._rate("failed"),
+            timeout_rate=self._rate("timeout"),
+            cut_rate=self._rate("cut"),
+            empty_rate=sum(1 for r in self.results if r.ok and not (r.answer or "").strip()) / n,
+        )
 
     def _rate(self, status: str) -> float:
         return sum(1 for r in self.results if r.status == status) / max(len(self.results), 1)
@@ -204,21 +231,40 @@ def as_scheduler(backend: Backend | Scheduler) -> Scheduler:
     return backend if isinstance(backend, Scheduler) else Scheduler(backend)
 
 
-async def solve(strategy: Strategy, problem: Problem, backend: Backend | Scheduler, *, task: Task | None = None,
-                seed: int | None = None, limits: Limits | None = None, verifier: Any = None,
-                retriever: Any = None) -> Result:
+async def solve(
+    strategy: Strategy,
+    problem: Problem,
+    backend: Backend | Scheduler,
+    *,
+    task: Task | None = None,
+    seed: int | None = None,
+    limits: Limits | None = None,
+    verifier: Any = None,
+    retriever: Any = None,
+) -> Result:
     """Solve one problem."""
-    ctx = Context(as_scheduler(backend), task, problem=problem, seed=seed, limits=limits, verifier=verifier,
-                  retriever=retriever)
+    ctx = Context(
+        as_scheduler(backend), task, problem=problem, seed=seed, limits=limits, verifier=verifier, retriever=retriever
+    )
     return await _solve_one(strategy, problem, ctx)
 
 
-async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend | Scheduler, *,
-               task: Task | None = None, concurrency: int = 64, seed: int | None = 0,
-               limits: Limits | None = None, total_limits: Limits | None = None, seed_requests: bool = False,
-               on_result: Callable[[Result], None] | None = None,
-               progress: Callable[[RunProgress], None] | None = None, verifier: Any = None,
-               retriever: Any = None) -> Report:
+async def arun(
+    strategy: Strategy,
+    problems: Iterable[Problem],
+    backend: Backend | Scheduler,
+    *,
+    task: Task | None = None,
+    concurrency: int = 64,
+    seed: int | None = 0,
+    limits: Limits | None = None,
+    total_limits: Limits | None = None,
+    seed_requests: bool = False,
+    on_result: Callable[[Result], None] | None = None,
+    progress: Callable[[RunProgress], None] | None = None,
+    verifier: Any = None,
+    retriever: Any = None,
+) -> Report:
     """Run ``strategy`` on every problem, at most ``concurrency`` problems in flight: the one problem
     loop (``tts.run``, the CLI, the demo and studies all come here).
 
@@ -249,8 +295,18 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
             if total is not None and _spent_out(total):
                 return
             pseed = None if seed is None else problem_seed(seed, problem)
-            ctx = Context(scheduler, task, problem=problem, seed=pseed, verifier=verifier, limits=limits,
-                          retriever=retriever, seed_requests=seed_requests, budgets=budgets, sinks=sinks)
+            ctx = Context(
+                scheduler,
+                task,
+                problem=problem,
+                seed=pseed,
+                verifier=verifier,
+                limits=limits,
+                retriever=retriever,
+                seed_requests=seed_requests,
+                budgets=budgets,
+                sinks=sinks,
+            )
             result = await _solve_one(strategy, problem, ctx)
         results[i] = result
         done += 1
@@ -263,9 +319,16 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
     def report_progress() -> None:
         assert progress is not None
         u = scheduler.usage
-        progress(RunProgress(done=done, total=len(items), completions=u.completions - completions_before,
-                             completion_tokens=u.completion_tokens - tokens_before, elapsed=clock() - start,
-                             failed=failed[0]))
+        progress(
+            RunProgress(
+                done=done,
+                total=len(items),
+                completions=u.completions - completions_before,
+                completion_tokens=u.completion_tokens - tokens_before,
+                elapsed=clock() - start,
+                failed=failed[0],
+            )
+        )
 
     failed = [0]
     completions_before, tokens_before = scheduler.usage.completions, scheduler.usage.completion_tokens
@@ -281,8 +344,13 @@ async def arun(strategy: Strategy, problems: Iterable[Problem], backend: Backend
     usage = Usage(**{k: after[k] - usage_before[k] for k in after})
     usage.wall_time = wall
     finished = [r for r in results if r is not None]
-    return Report(results=finished, wall_time=wall, usage=usage, strategy=_strategy_name(strategy),
-                  unstarted=len(items) - len(finished))
+    return Report(
+        results=finished,
+        wall_time=wall,
+        usage=usage,
+        strategy=_strategy_name(strategy),
+        unstarted=len(items) - len(finished),
+    )
 
 
 def _spent_out(budget: Budget) -> bool:
@@ -354,7 +422,12 @@ def compare(a: Report, b: Report, *, seed: int = 0) -> Comparison:
     xa = [float(bool(x.correct)) for x, _ in pairs]
     xb = [float(bool(y.correct)) for _, y in pairs]
     diff, lo, hi = paired_bootstrap(xa, xb, seed=seed)
-    return Comparison(a=a.strategy, b=b.strategy, accuracy_a=sum(xa) / max(len(xa), 1),
-                      accuracy_b=sum(xb) / max(len(xb), 1), difference=diff, ci=(lo, hi), problems=len(pairs))
-
-
+    return Comparison(
+        a=a.strategy,
+        b=b.strategy,
+        accuracy_a=sum(xa) / max(len(xa), 1),
+        accuracy_b=sum(xb) / max(len(xb), 1),
+        difference=diff,
+        ci=(lo, hi),
+        problems=len(pairs),
+    )
