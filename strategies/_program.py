@@ -1,5 +1,6 @@
 """The program-of-thought proposer: the model writes a short Python program; the sandbox runs it;
-the last line it prints is the candidate's answer.
+the last line it prints holds the candidate's answer (read with the task's answer format, so
+``The final answer is: 109`` gives ``109``; the whole line when the format finds nothing).
 
 The program is the first fenced code block of the reply (a ```python block preferred; an unclosed
 fence at the end counts, for replies cut by ``max_tokens``). Programs run in the project's sandbox
@@ -123,10 +124,11 @@ class ProgramOfThoughtProposer(FewShotProposer):
         }
         ctx.trace.add(TraceEvent("execute", None, [], start, ctx.clock(), note=json.dumps({"code": code, **out})))
         candidate.meta.update(out)
-        answer = output_answer(run.stdout) if run.ok and not run.timed_out else None
-        if answer is None:
+        line = output_answer(run.stdout) if run.ok and not run.timed_out else None
+        if line is None:
             reason = "timed out" if run.timed_out else ("no output" if run.ok else "error exit")
             candidate.meta["error"] = out["killed_reason"] or reason
             return
+        answer = ctx.task.extract(line) or line  # "The final answer is: 109" -> 109
         candidate.answer = answer
         candidate.key = ctx.canonical(answer)

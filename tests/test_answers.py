@@ -126,3 +126,10 @@ def test_short_answer_extraction_never_fails(text: str) -> None:
     answer = extract_short_answer(text)
     assert answer is None or (answer.strip() and answer == answer.strip())
     assert ANSWER_FORMATS["text"].canonical(answer) == normalize_answer(answer or "")
+
+
+def test_a_choice_letter_that_is_an_article_still_matches() -> None:
+    from tts.answers import text_equivalent
+
+    assert text_equivalent("A", "A") and text_equivalent("a", "A") and not text_equivalent("A", "B")
+    assert text_equivalent("the Nile", "Nile")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from tts import FakeBackend, Problem, SamplingParams, solve
+from tts.datasets import BUILTIN_TASKS
 from tts.registry import REGISTRY
 from tts.strategies.program_of_thought import ProgramOfThought, extract_code, output_answer
 
@@ -97,6 +98,23 @@ def test_executed_outputs_vote_and_failed_programs_do_not() -> None:
     assert len(executed) == 5 and json.loads(executed[0].to_dict()["note"])["code"] in runner.results
     generate = [e for e in result.trace.events if e.kind == "generate"]
     assert len(generate) == 1 and "```python" in generate[0].request.messages()[-1]["content"]  # type: ignore[union-attr]
+
+
+def test_a_printed_sentence_is_read_with_the_task_answer_format() -> None:
+    # SmolLM2's programs print "The final answer is: 109"; the whole line never equals "109"
+    add2 = BUILTIN_TASKS["add2"]
+    code = 'print(f"The final answer is: {61 + 48}")'
+    backend = FakeBackend.scripted(default=fenced(code))
+    runner = CannedRunner({code: Ran(True, "The final answer is: 109\n")})
+    problem = Problem("add2-3", "What is 61 + 48?", "109")
+    result = asyncio.run(solve(ProgramOfThought(runner=runner), problem, backend, task=add2))
+    assert result.answer == "109" and result.correct is True
+    larger = BUILTIN_TASKS["larger"]
+    runner = CannedRunner({code: Ran(True, "55 is larger than 31\n")})
+    problem = Problem("l", "Which number is larger, 31 or 55?", "55")
+    assert asyncio.run(solve(ProgramOfThought(runner=runner), problem, backend, task=larger)).answer == "55"
+    runner = CannedRunner({code: Ran(True, "no number here\n")})  # nothing to read: the whole line
+    assert asyncio.run(solve(ProgramOfThought(runner=runner), problem, backend, task=add2)).answer == "no number here"
 
 
 def test_single_greedy_program_and_registry() -> None:

@@ -33,10 +33,11 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation + "\u2018\u2019\u201c\u2
 
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lower-case, accents folded (``Brasília`` -> ``brasilia``), punctuation
-    and the articles a/an/the dropped, spaces squeezed."""
+    and the articles a/an/the dropped, spaces squeezed. An answer that is nothing but an article
+    (the choice letter ``A``, "An") keeps it: dropping it would leave no answer at all."""
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower().translate(_PUNCTUATION)
-    return " ".join(_ARTICLES_RE.sub(" ", text).split())
+    return " ".join(_ARTICLES_RE.sub(" ", text).split()) or " ".join(text.split())
 
 
 _SENTENCE_END_RE = re.compile(r"(?<=\w\w\w[.!?])\s+|(?<=\d[.!?])\s+")  # not after "St." or "Mt."

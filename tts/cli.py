@@ -266,7 +266,8 @@ def demo(
     greedy, self-consistency (n=8), program of thought and program of thought with a vote (n=4)
     on the same problems, and prints each one's accuracy, tokens and time with paired-bootstrap
     intervals against greedy and against the task's best trivial baseline (chance, most frequent
-    answer, always-first). About ten minutes on a 2-core CPU; --backend fake runs in seconds.
+    answer, always-first). About 18 minutes on a shared 2-core CPU (the voted programs take 13 of
+    them; BENCHMARKS.md has the figures); --backend fake runs in seconds.
     """
     _logging()
     try:
