@@ -112,8 +112,10 @@ def test_refine_on_the_real_backend(hf_backend) -> None:
     )
     result = asyncio.run(solve(strategy, Problem("add", "What is 2 + 3?", "5"), hf_backend))
     assert result.error is None and 1 <= len(result.candidates) <= 2
-    events = result.trace.to_dict()["events"]
-    assert len(events) == len(result.candidates) and result.usage.verifier_calls == len(result.candidates)
+    events = [e for e in result.trace.to_dict()["events"] if e["kind"] == "generate"]
+    verified = [e for e in result.trace.to_dict()["events"] if e["kind"] == "verify"]
+    assert len(events) == len(result.candidates) == len(verified)
+    assert result.usage.verifier_calls == len(result.candidates)
     assert "What is 2 + 3?" in events[0]["rendered_prompt"]
     if len(events) == 2:  # the first answer failed: the revision prompt shows it and the feedback
         assert "Feedback on that attempt: " in events[1]["rendered_prompt"]
