@@ -57,8 +57,10 @@ def main() -> None:
     r = compare()
     print(f"problems={PROBLEMS} n_max={N_MAX} adaptive={ADAPTIVE}")
     print(f"fixed_accuracy={r['fixed_accuracy']:.4f} fixed_samples={r['fixed_samples']:.0f}")
-    print(f"adaptive_accuracy={r['adaptive_accuracy']:.4f} adaptive_samples={r['adaptive_samples']:.0f} "
-          f"adaptive_requests={r['adaptive_requests']:.0f}")
+    print(
+        f"adaptive_accuracy={r['adaptive_accuracy']:.4f} adaptive_samples={r['adaptive_samples']:.0f} "
+        f"adaptive_requests={r['adaptive_requests']:.0f}"
+    )
     print(f"cpu_seconds={time.process_time() - start:.1f}")
     print(f"sample_fraction={r['sample_fraction']:.4f}")
     print(f"accuracy_ratio={r['accuracy_ratio']:.4f}")

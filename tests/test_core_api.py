@@ -23,16 +23,20 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_star_import_and_light_import_in_a_fresh_process() -> None:
-    code = ("import sys; from tts import *; import tts; tts.run; tts.SelfConsistency; tts.load_dataset; "
-            "heavy = [m for m in ('torch', 'transformers', 'vllm', 'matplotlib', 'numpy', 'tts.study') "
-            "if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys; from tts import *; import tts; tts.run; tts.SelfConsistency; tts.load_dataset; "
+        "heavy = [m for m in ('torch', 'transformers', 'vllm', 'matplotlib', 'numpy', 'tts.study') "
+        "if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # ``from tts import *`` resolves every name (studies, reports included); the README's names do not
     # need numpy, but the star import may; the heavy engines are never imported.
     heavy = eval(out.stdout.strip())  # our own printed list
     assert not {"torch", "transformers", "vllm", "matplotlib"} & set(heavy)
-    code = ("import sys, tts; tts.run; tts.SelfConsistency; tts.SamplingParams; tts.load_dataset; "
-            "print([m for m in ('torch', 'transformers', 'vllm', 'matplotlib', 'numpy') if m in sys.modules])")
+    code = (
+        "import sys, tts; tts.run; tts.SelfConsistency; tts.SamplingParams; tts.load_dataset; "
+        "print([m for m in ('torch', 'transformers', 'vllm', 'matplotlib', 'numpy') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -42,8 +46,18 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
         tts.Nope  # noqa: B018
 
 
-@pytest.mark.parametrize("bad", [{"n": "4"}, {"n": True}, {"max_tokens": 2.0}, {"temperature": math.nan},
-                                 {"temperature": math.inf}, {"n": 10**23}, {"max_tokens": 10**12}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n": "4"},
+        {"n": True},
+        {"max_tokens": 2.0},
+        {"temperature": math.nan},
+        {"temperature": math.inf},
+        {"n": 10**23},
+        {"max_tokens": 10**12},
+    ],
+)
 def test_sampling_params_are_strict(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError) as err:
         SamplingParams(**bad)  # type: ignore[arg-type]

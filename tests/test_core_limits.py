@@ -30,8 +30,9 @@ class OneCall:
     name = "one_call"
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
-        completions = await ctx.generate(Request(problem.question, SamplingParams(n=16, temperature=0.7,
-                                                                                  max_tokens=64)))
+        completions = await ctx.generate(
+            Request(problem.question, SamplingParams(n=16, temperature=0.7, max_tokens=64))
+        )
         return Result.choose(problem, [ctx.parse(c) for c in completions], winner=0)
 
 
@@ -107,8 +108,9 @@ def test_stage_limits_nest_inside_problem_limits() -> None:
 def test_total_limits_stop_the_run() -> None:
     problems = [Problem(str(i), "question", "42") for i in range(10)]
     backend = FakeBackend(Long())
-    report = asyncio.run(arun(OneCall(), problems, backend, concurrency=1,
-                              total_limits=Limits(max_completion_tokens=2000)))
+    report = asyncio.run(
+        arun(OneCall(), problems, backend, concurrency=1, total_limits=Limits(max_completion_tokens=2000))
+    )
     # each problem costs 16 x 64 = 1024 tokens: the second is capped to what remains, then the run stops
     assert len(report.results) == 2 and report.unstarted == 8
     assert report.usage.completion_tokens <= 2000 + 16
@@ -126,8 +128,13 @@ def test_cost_limit_needs_pricing() -> None:
 
 
 def test_limits_are_strict_and_bounded() -> None:
-    for bad in ({"max_calls": "3"}, {"max_calls": 0}, {"max_wall_time": float("nan")}, {"max_tokens": 1.5},
-                {"max_token": 3}):
+    for bad in (
+        {"max_calls": "3"},
+        {"max_calls": 0},
+        {"max_wall_time": float("nan")},
+        {"max_tokens": 1.5},
+        {"max_token": 3},
+    ):
         with pytest.raises(ValueError):
             Limits.model_validate(bad)
 
@@ -141,8 +148,10 @@ def test_seed_requests_make_a_problem_independent_of_what_else_runs() -> None:
         name = "sample"
 
         async def solve(self, problem: Problem, ctx: Context) -> Result:
-            cands = [ctx.parse(c) for c in await ctx.generate(Request(problem.question,
-                                                                      SamplingParams(n=4, temperature=1.0)))]
+            cands = [
+                ctx.parse(c)
+                for c in await ctx.generate(Request(problem.question, SamplingParams(n=4, temperature=1.0)))
+            ]
             return Result.choose(problem, cands, winner=0)
 
     a = [Problem("a", "qa"), Problem("b", "qb")]
@@ -165,8 +174,12 @@ def test_failed_problems_count_as_wrong_and_rates_are_reported() -> None:
             out = [ctx.parse(c) for c in await ctx.generate(Request(problem.question, SamplingParams(temperature=0)))]
             return Result.choose(problem, out, winner=0)
 
-    problems = [Problem("ok1", "q", "42"), Problem("bad1", "q", "42"), Problem("bad2", "q", "42"),
-                Problem("slow1", "q", "42")]
+    problems = [
+        Problem("ok1", "q", "42"),
+        Problem("bad1", "q", "42"),
+        Problem("bad2", "q", "42"),
+        Problem("slow1", "q", "42"),
+    ]
     s = asyncio.run(arun(Flaky(), problems, FakeBackend(Long()))).summary()
     assert s.accuracy == 0.25 and s.accuracy_answered == 1.0
     assert s.failure_rate == 0.5 and s.timeout_rate == 0.25 and s.cut_rate == 0.0 and s.failures == 3

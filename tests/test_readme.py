@@ -56,17 +56,32 @@ def test_readme_command_runs(args: list[str], tmp_path: Path) -> None:
     if args[0] == "study" and "--dry-run" not in args:
         args += ["--out", str(tmp_path / "studies" / "cpu-demo")]
     if args[0] == "report":
-        study = [str(ROOT / "recipes" / "studies" / "cpu_demo_study.yaml"), "--limit", "4", "--backend", "fake",
-                 "--out", str(tmp_path / "studies" / "cpu-demo"), "--no-report"]
-        subprocess.run([sys.executable, "-m", "tts", "study", *study], cwd=tmp_path, check=True,
-                       capture_output=True, timeout=300)
+        study = [
+            str(ROOT / "recipes" / "studies" / "cpu_demo_study.yaml"),
+            "--limit",
+            "4",
+            "--backend",
+            "fake",
+            "--out",
+            str(tmp_path / "studies" / "cpu-demo"),
+            "--no-report",
+        ]
+        subprocess.run(
+            [sys.executable, "-m", "tts", "study", *study], cwd=tmp_path, check=True, capture_output=True, timeout=300
+        )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "tts", *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tts", *args], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    expect = {"run": "accuracy", "demo": "greedy", "list": "self_consistency", "study": "configuration",
-              "report": "report"}[args[0]]
+    expect = {
+        "run": "accuracy",
+        "demo": "greedy",
+        "list": "self_consistency",
+        "study": "configuration",
+        "report": "report",
+    }[args[0]]
     assert expect in (proc.stdout + proc.stderr).lower() or expect in proc.stdout, proc.stdout[-2000:]
     if args[0] == "report":
         assert any(p.suffix == ".html" for p in (tmp_path / "studies" / "cpu-demo").rglob("*"))
@@ -88,8 +103,9 @@ def test_python_snippet_runs_for_real_in_minutes(tmp_path: Path) -> None:
     """The README's snippet exactly as written, on the embedded hf backend (about a minute here)."""
     (snippet,) = _blocks("python")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     accuracy = float(re.search(r"accuracy \[95% CI\]\s+([0-9.]+)", proc.stdout).group(1))  # type: ignore[union-attr]
     assert 0.0 <= accuracy <= 1.0 and re.search(r"\n\s+problems\s+20\n", proc.stdout)

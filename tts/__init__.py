@@ -25,10 +25,24 @@ __version__ = "0.1.0"
 # public name -> the module that is its one home
 _HOMES: dict[str, str] = {
     # core types and errors
-    **dict.fromkeys(["Candidate", "Completion", "Message", "Problem", "Request", "Result", "Score", "Trace",
-                     "TraceEvent", "Usage"], "tts.types"),
-    **dict.fromkeys(["BackendError", "BudgetExceeded", "Cancelled", "ConfigError", "DatasetError", "ModelNotFound",
-                     "RequestTimeout", "TTSError", "UnsupportedControl"], "tts.errors"),
+    **dict.fromkeys(
+        ["Candidate", "Completion", "Message", "Problem", "Request", "Result", "Score", "Trace", "TraceEvent", "Usage"],
+        "tts.types",
+    ),
+    **dict.fromkeys(
+        [
+            "BackendError",
+            "BudgetExceeded",
+            "Cancelled",
+            "ConfigError",
+            "DatasetError",
+            "ModelNotFound",
+            "RequestTimeout",
+            "TTSError",
+            "UnsupportedControl",
+        ],
+        "tts.errors",
+    ),
     **dict.fromkeys(["Constraint", "SamplingParams"], "tts.sampling"),
     "Limits": "tts.limits",
     "Context": "tts.context",
@@ -41,8 +55,9 @@ _HOMES: dict[str, str] = {
     **dict.fromkeys(["Backend", "Capabilities", "Handle"], "tts.backends"),
     **dict.fromkeys(["CostModel", "FakeBackend", "OracleModel", "OracleSpec", "Scripted"], "tts.backends.fake"),
     # configuration, registry, studies
-    **dict.fromkeys(["PipelineSpec", "build_pipeline", "build_strategy", "load_pipeline", "make_backend"],
-                    "tts.config"),
+    **dict.fromkeys(
+        ["PipelineSpec", "build_pipeline", "build_strategy", "load_pipeline", "make_backend"], "tts.config"
+    ),
     "REGISTRY": "tts.registry",
     **dict.fromkeys(["StudyRunner", "load_study", "run_study"], "tts.study"),
     "write_report": "tts.study.report",
@@ -60,8 +75,9 @@ _HOMES: dict[str, str] = {
     "UniversalSelfConsistency": "tts.strategies.universal_self_consistency",
     # verifiers
     **dict.fromkeys(["Verifier", "VerifierCost"], "tts.verifiers.base"),
-    **dict.fromkeys(["AllPass", "CachedVerifier", "Cascade", "WeightedSum", "prune", "rerank"],
-                    "tts.verifiers.combine"),
+    **dict.fromkeys(
+        ["AllPass", "CachedVerifier", "Cascade", "WeightedSum", "prune", "rerank"], "tts.verifiers.combine"
+    ),
     "CalibratedVerifier": "tts.verifiers.calibration",
     **dict.fromkeys(["ChoiceVerifier", "QAVerifier"], "tts.verifiers.qa"),
     "ConsistencyVerifier": "tts.verifiers.consistency",
@@ -86,4 +102,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
-

@@ -58,13 +58,37 @@ class _Shared:
 class Context:
     """Per-problem handle on the scheduler, the task, verifiers, the retriever, limits, trace and usage."""
 
-    __slots__ = ("_budgets", "_shared", "_sinks", "_verifying", "problem", "retriever", "rng", "scheduler", "seed",
-                 "seed_requests", "task", "trace", "usage", "verifier")
+    __slots__ = (
+        "_budgets",
+        "_shared",
+        "_sinks",
+        "_verifying",
+        "problem",
+        "retriever",
+        "rng",
+        "scheduler",
+        "seed",
+        "seed_requests",
+        "task",
+        "trace",
+        "usage",
+        "verifier",
+    )
 
-    def __init__(self, scheduler: Scheduler, task: Task | None = None, *, problem: Problem | None = None,
-                 seed: int | None = None, verifier: Any = None, limits: Limits | None = None,
-                 retriever: Any = None, seed_requests: bool = False,
-                 budgets: Sequence[Budget] = (), sinks: Sequence[Usage] = ()) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        task: Task | None = None,
+        *,
+        problem: Problem | None = None,
+        seed: int | None = None,
+        verifier: Any = None,
+        limits: Limits | None = None,
+        retriever: Any = None,
+        seed_requests: bool = False,
+        budgets: Sequence[Budget] = (),
+        sinks: Sequence[Usage] = (),
+    ) -> None:
         self.scheduler = scheduler
         self.task = task or Task()
         self.problem = problem
@@ -84,16 +108,26 @@ class Context:
 
     def _budget(self, limits: Limits, label: str) -> Budget:
         if limits.max_cost is not None and self.scheduler.pricing is None:
-            raise ConfigError(f"{label}: limits.max_cost needs prices: set the backend's pricing option "
-                              "(USD per million prompt, cached and completion tokens) or drop max_cost.")
+            raise ConfigError(
+                f"{label}: limits.max_cost needs prices: set the backend's pricing option "
+                "(USD per million prompt, cached and completion tokens) or drop max_cost."
+            )
         return Budget(limits, label, self.scheduler.clock)
 
     # -------------------------------------------------------------------------------- family
 
     def _child(self, budgets: tuple[Budget, ...], sinks: tuple[Usage, ...], problem: Problem | None) -> Context:
-        child = Context(self.scheduler, self.task, problem=problem or self.problem, seed=self.seed,
-                        verifier=self.verifier, retriever=self.retriever, seed_requests=self.seed_requests,
-                        budgets=budgets, sinks=sinks)
+        child = Context(
+            self.scheduler,
+            self.task,
+            problem=problem or self.problem,
+            seed=self.seed,
+            verifier=self.verifier,
+            retriever=self.retriever,
+            seed_requests=self.seed_requests,
+            budgets=budgets,
+            sinks=sinks,
+        )
         child._shared = self._shared
         child._verifying = self._verifying
         child.trace = self.trace
@@ -194,8 +228,12 @@ class Context:
         prefix = self.task.assistant_prefix
         text = prefix + completion.text if prefix else completion.text
         answer = self.task.extract(text)
-        return Candidate(text=text, answer=answer,
-                         key=self.task.canonical(answer) if answer is not None else None, completion=completion)
+        return Candidate(
+            text=text,
+            answer=answer,
+            key=self.task.canonical(answer) if answer is not None else None,
+            completion=completion,
+        )
 
     def canonical(self, answer: str | None) -> str:
         return self.task.canonical(answer)
@@ -219,27 +257,31 @@ class Context:
         try:
             scores: list[Score] = await v.score(self.problem, candidates, judge)
         except Exception as exc:
-            self.trace.add(TraceEvent("verify", None, [], start, self.scheduler.clock(),
-                                      note=f"{name}: {type(exc).__name__}: {exc}"))
+            self.trace.add(
+                TraceEvent(
+                    "verify", None, [], start, self.scheduler.clock(), note=f"{name}: {type(exc).__name__}: {exc}"
+                )
+            )
             raise
         self.scheduler.charge(self._sinks, verifier_calls=len(candidates))
         for c, s in zip(candidates, scores, strict=True):
             c.scores.append(s)
         values = ", ".join(f"{s.value:.3g}" for s in scores[:16])
         more = f", ... ({len(scores)} scores)" if len(scores) > 16 else ""
-        self.trace.add(TraceEvent("verify", None, [], start, self.scheduler.clock(),
-                                  note=f"{name}: [{values}{more}]"))
+        self.trace.add(TraceEvent("verify", None, [], start, self.scheduler.clock(), note=f"{name}: [{values}{more}]"))
         return scores
 
     async def retrieve(self, query: str, k: int = 5) -> list[Any]:
         """The ``k`` passages the retriever finds for ``query`` (run off the event loop)."""
         if self.retriever is None:
-            raise ConfigError("ctx.retrieve needs a retriever: give the runner retriever=... or add a "
-                              "retriever to the pipeline.")
+            raise ConfigError(
+                "ctx.retrieve needs a retriever: give the runner retriever=... or add a retriever to the pipeline."
+            )
         start = self.scheduler.clock()
         search = getattr(self.retriever, "retrieve", self.retriever)
         found = search(query, k) if asyncio.iscoroutinefunction(search) else asyncio.to_thread(search, query, k)
         passages: list[Any] = list(await found)  # an async retriever is awaited, a sync one runs in a thread
-        self.trace.add(TraceEvent("retrieve", None, [], start, self.scheduler.clock(),
-                                  note=f"{query!r}: {len(passages)} passages"))
+        self.trace.add(
+            TraceEvent("retrieve", None, [], start, self.scheduler.clock(), note=f"{query!r}: {len(passages)} passages")
+        )
         return passages

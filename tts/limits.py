@@ -49,8 +49,10 @@ class Limits(BaseModel):
     """US dollars, from the backend's ``pricing`` (a cost limit without pricing is a ConfigError)."""
 
     def active(self) -> bool:
-        return any(v is not None for v in (self.max_tokens, self.max_completion_tokens, self.max_calls,
-                                           self.max_wall_time, self.max_cost))
+        return any(
+            v is not None
+            for v in (self.max_tokens, self.max_completion_tokens, self.max_calls, self.max_wall_time, self.max_cost)
+        )
 
 
 class Budget:
@@ -71,12 +73,16 @@ class Budget:
         return None if limit is None else limit - (self.clock() - self.start)
 
     def timeout(self) -> RequestTimeout:
-        return RequestTimeout(f"{self.label}: max_wall_time={self.limits.max_wall_time}s exceeded; raise the "
-                              "limit or spend less per problem.")
+        return RequestTimeout(
+            f"{self.label}: max_wall_time={self.limits.max_wall_time}s exceeded; raise the "
+            "limit or spend less per problem."
+        )
 
     def _exceeded(self, field: str, limit: float, used: float) -> BudgetExceeded:
-        return BudgetExceeded(f"{self.label}: {field}={limit} reached (used {used:g}); raise the limit or "
-                              "spend less per problem (smaller n or max_tokens).")
+        return BudgetExceeded(
+            f"{self.label}: {field}={limit} reached (used {used:g}); raise the limit or "
+            "spend less per problem (smaller n or max_tokens)."
+        )
 
     def admit(self, request: Request) -> Request:
         """``request`` if the budget allows it, with ``max_tokens`` capped to what remains; else raise."""

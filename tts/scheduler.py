@@ -151,8 +151,14 @@ class Scheduler:
                 self.stats.merged_requests += len(group) - 1
             self._send(request, group)
 
-    def _deliver(self, backend_handle: Handle, group: list[_Pending], fut: asyncio.Future[list[Completion]],
-                 earlier: list[Completion] | None = None, attempt: int = 0) -> None:
+    def _deliver(
+        self,
+        backend_handle: Handle,
+        group: list[_Pending],
+        fut: asyncio.Future[list[Completion]],
+        earlier: list[Completion] | None = None,
+        attempt: int = 0,
+    ) -> None:
         self._inflight.pop(backend_handle, None)
         exc = fut.exception()
         if exc is not None:
@@ -170,16 +176,20 @@ class Scheduler:
         start = 0
         for i, p in enumerate(group):
             n = p.handle.request.params.n
-            mine = completions[start:start + n]
+            mine = completions[start : start + n]
             start += n
             aborted = p.handle.cancelled()  # cancelled in flight: charge what the engine generated
             if len(mine) < n and not aborted:
-                self.charge(p.sinks, failures=1, completions=len(mine),
-                            completion_tokens=sum(c.token_count for c in mine))
+                self.charge(
+                    p.sinks, failures=1, completions=len(mine), completion_tokens=sum(c.token_count for c in mine)
+                )
                 if not p.handle.done():
-                    p.handle.future.set_exception(BackendError(
-                        f"backend {self.name!r} returned {len(mine)} of {n} samples after {attempt} top-up "
-                        "requests; check the server's n support or lower n."))
+                    p.handle.future.set_exception(
+                        BackendError(
+                            f"backend {self.name!r} returned {len(mine)} of {n} samples after {attempt} top-up "
+                            "requests; check the server's n support or lower n."
+                        )
+                    )
                 continue
             if mine:
                 prompt_tokens = mine[0].prompt_tokens
@@ -191,12 +201,19 @@ class Scheduler:
                 prompt_tokens = cached = 0
             completion_tokens = sum(c.token_count for c in mine)
             if p.verifier:
-                counts: dict[str, Any] = {"calls": 1, "verifier_prompt_tokens": prompt_tokens,
-                                          "verifier_completion_tokens": completion_tokens}
+                counts: dict[str, Any] = {
+                    "calls": 1,
+                    "verifier_prompt_tokens": prompt_tokens,
+                    "verifier_completion_tokens": completion_tokens,
+                }
             else:
-                counts = {"calls": 1, "prompt_tokens": prompt_tokens, "cached_prompt_tokens": cached,
-                          "completion_tokens": completion_tokens,
-                          "completions": sum(c.finish_reason != "abort" for c in mine)}
+                counts = {
+                    "calls": 1,
+                    "prompt_tokens": prompt_tokens,
+                    "cached_prompt_tokens": cached,
+                    "completion_tokens": completion_tokens,
+                    "completions": sum(c.finish_reason != "abort" for c in mine),
+                }
             if self.pricing is not None:
                 counts["cost"] = self.pricing.cost(prompt_tokens, cached, completion_tokens)
             self.charge(p.sinks, **counts)
@@ -212,8 +229,13 @@ class Scheduler:
         if params.seed is not None:  # the same seed would repeat the same samples
             params = params.model_copy(update={"seed": params.seed + 7919 * attempt})
         request = Request(first.prompt, params, first.priority, first.assistant_prefix)
-        log.info("backend %s returned %d of %d samples; asking for the rest (top-up %d)", self.name, len(got),
-                 wanted, attempt)
+        log.info(
+            "backend %s returned %d of %d samples; asking for the rest (top-up %d)",
+            self.name,
+            len(got),
+            wanted,
+            attempt,
+        )
         self.stats.top_ups += 1
         self._send(request, group, earlier=got, attempt=attempt)
 

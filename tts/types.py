@@ -55,8 +55,10 @@ class Problem:
                 continue
             from tts.errors import ConfigError
 
-            raise ConfigError(f"problem.{name} must be a string{' or None' if optional else ''}, "
-                              f"got {type(value).__name__} {value!r}.")
+            raise ConfigError(
+                f"problem.{name} must be a string{' or None' if optional else ''}, "
+                f"got {type(value).__name__} {value!r}."
+            )
         if not isinstance(self.metadata, dict):
             from tts.errors import ConfigError
 
@@ -99,8 +101,15 @@ class Request:
     assistant_prefix: str = ""
 
     @classmethod
-    def chat(cls, user: str, params: SamplingParams | None = None, *, system: str | None = None,
-             priority: int = 0, assistant_prefix: str = "") -> Request:
+    def chat(
+        cls,
+        user: str,
+        params: SamplingParams | None = None,
+        *,
+        system: str | None = None,
+        priority: int = 0,
+        assistant_prefix: str = "",
+    ) -> Request:
         msgs = ((Message("system", system),) if system else ()) + (Message("user", user),)
         return cls(msgs, params or SamplingParams(), priority, assistant_prefix)
 
@@ -326,8 +335,9 @@ class Result:
     status: Status = "ok"
 
     @classmethod
-    def choose(cls, problem: Problem, candidates: list[Candidate], winner: Candidate | int | None,
-               **meta: Any) -> Result:
+    def choose(
+        cls, problem: Problem, candidates: list[Candidate], winner: Candidate | int | None, **meta: Any
+    ) -> Result:
         """A result whose answer is ``winner``'s (a candidate or its index); ``None`` means no answer."""
         index = next(i for i, c in enumerate(candidates) if c is winner) if isinstance(winner, Candidate) else winner
         answer = candidates[index].answer if index is not None else None
