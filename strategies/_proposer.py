@@ -167,6 +167,7 @@ class FewShotProposer:
         self.options = options or parse_options(self.Options, kw, where=f"proposer {self.name}")
         self.selector = selector or make_selector(self.options.select)
         self._templates: dict[Any, PromptTemplate] = {}
+        self._last: tuple[Any, PromptTemplate] | None = None
         self._pool: tuple[Example, ...] | None = None
 
     @property
@@ -181,10 +182,15 @@ class FewShotProposer:
 
     def template(self, ctx: Context) -> PromptTemplate:
         """The resolved template (``cot``/``direct`` depend on the task; cached per task)."""
-        key = ctx.task if self.options.prompt in ("cot", "direct") else None
+        task = ctx.task
+        last = self._last  # the common case: the same task as the previous call (no hashing of the task)
+        if last is not None and last[0] is task:
+            return last[1]
+        key = task if self.options.prompt in ("cot", "direct") else None
         if key not in self._templates:
-            self._templates[key] = resolve_prompt(self.options.prompt, ctx.task)
-        return self._templates[key]
+            self._templates[key] = resolve_prompt(self.options.prompt, task)
+        self._last = (task, self._templates[key])
+        return self._last[1]
 
     def pool(self, ctx: Context) -> tuple[Example, ...]:
         """Examples to choose from: the ``examples`` source (read once), else the template's."""
