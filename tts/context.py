@@ -60,12 +60,12 @@ class Context:
 
     __slots__ = (
         "_budgets",
+        "_rng",
         "_shared",
         "_sinks",
         "_verifying",
         "problem",
         "retriever",
-        "rng",
         "scheduler",
         "seed",
         "seed_requests",
@@ -93,7 +93,7 @@ class Context:
         self.task = task or Task()
         self.problem = problem
         self.seed = seed
-        self.rng = random.Random(seed)
+        self._rng: random.Random | None = None
         self.usage = Usage()
         self.trace = Trace()
         self.verifier = verifier
@@ -171,6 +171,13 @@ class Context:
     # -------------------------------------------------------------------------------- engine
 
     @property
+    def rng(self) -> random.Random:
+        """The problem's random generator, seeded with its seed (made on first use)."""
+        if self._rng is None:
+            self._rng = random.Random(self.seed)
+        return self._rng
+
+    @property
     def first_submit(self) -> float | None:
         """When this problem first submitted a request (through any of its contexts)."""
         return self._shared.first_submit
@@ -217,6 +224,8 @@ class Context:
 
     async def generate_many(self, requests: Sequence[Request]) -> list[list[Completion]]:
         """The completions of several requests, all in flight at once."""
+        if len(requests) == 1:  # the common case, without a gathering future
+            return [await self.submit(requests[0])]
         handles = [self.submit(r) for r in requests]
         return list(await asyncio.gather(*handles))
 
