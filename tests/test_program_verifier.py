@@ -248,3 +248,42 @@ def test_game24_verifier_is_a_free_rule() -> None:
     assert isinstance(verifier, Verifier)
     assert cost_of(verifier).kind == "rule" and cost_of(verifier).calls == 0
     assert os.path.exists(DATA / "game24.csv")
+
+
+FORGERIES = {
+    "the caller's frame": (
+        "import inspect, os, re, sys\n"
+        "for frame in [sys._getframe(i) for i in range(1, 4)] + [f.frame for f in inspect.stack()]:\n"
+        "    for value in list(frame.f_locals.values()) + list(frame.f_globals.values()):\n"
+        "        if isinstance(value, str) and re.fullmatch('[0-9a-f]{32}', value):\n"
+        "            print(); print(value, 3); sys.stdout.flush(); os._exit(0)\n"
+    ),
+    "the harness on disk": (
+        "import os, re, sys\n"
+        "for path in ['main.py', '/proc/self/fd/0', '/proc/%d/fd/0' % os.getppid(), '../stdin']:\n"
+        "    try:\n"
+        "        text = open(path).read()\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    for nonce in re.findall('[0-9a-f]{32}', text):\n"
+        "        print(); print(nonce, 3)\n"
+        "sys.stdout.flush()\n"
+        "os._exit(0)\n"
+    ),
+    "an early normal exit": "import sys\nsys.exit(0)\n",
+    "a re-created posix._exit": (
+        "import _imp, importlib.machinery\n"
+        "_imp.create_builtin(importlib.machinery.ModuleSpec('posix', None))._exit(0)\n"
+    ),
+    "the parent's memory": ("import os\nwith open('/proc/%d/mem' % os.getppid(), 'rb') as f:\n    pass\nos._exit(0)\n"),
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+async def test_forged_verdicts_do_not_pass(forgery) -> None:
+    """10.11: the solution cannot see the harness's nonce nor end its test process as a pass."""
+    verifier = ProgramVerifier(ADD_TESTS)
+    score = await score_one(verifier, Problem("p", "add"), "```python\n" + FORGERIES[forgery] + ADD + "```")
+    assert score.value == 0 and not score.passed, score.feedback
+    honest = await score_one(verifier, Problem("p", "add"), "```python\n" + ADD + "```")
+    assert honest.value == 1 and honest.passed, honest.feedback

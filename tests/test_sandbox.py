@@ -371,3 +371,60 @@ async def test_the_sandbox_cannot_undo_its_mounts(host_guard) -> None:
         # The sandbox sees an empty /tmp, except the path to its own work folder.
         assert os.path.basename(host_file.name) not in result.stdout
         assert all(name.startswith("tts-sandbox-") for name in result.stdout.split())
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose command line contains ``marker``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker in cmdline and state != "Z":
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_the_program_dies_with_its_caller_and_its_folder_goes(level) -> None:
+    import sys
+    import time
+
+    caller = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from tts.verifiers.program import run_program\n"
+            f"run_program('import time\\ntime.sleep(600)', timeout=60.0, isolation={level!r})\n",
+        ]
+    )
+    marker = f"tts-sandbox-{caller.pid}-"
+    try:
+        deadline = time.monotonic() + 20
+        while not _processes_with(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_with(marker), "the sandboxed program never started"
+        time.sleep(1.0)
+    finally:
+        caller.send_signal(signal.SIGKILL)
+        caller.wait()
+    deadline = time.monotonic() + 5
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_with(marker) == [], "the sandboxed program outlived its killed caller"
+    # The next caller removes the folder the dead one left.
+    next_caller = [sys.executable, "-c", "from tts.verifiers.program import run_program\nrun_program('pass')"]
+    assert subprocess.run(next_caller, timeout=60).returncode == 0
+    assert not [n for n in os.listdir(tempfile.gettempdir()) if n.startswith(marker)]
+
+
+def test_the_launcher_enforces_its_own_deadline(monkeypatch) -> None:
+    """Even if the caller never kills it, the launcher kills the program at its own wall deadline."""
+    collect = _sandbox._collect_output
+    monkeypatch.setattr(_sandbox, "_STARTUP_LIMIT", 2.0)  # the launcher's deadline: 1 + 2 s
+    monkeypatch.setattr(_sandbox, "_collect_output", lambda *a, **kw: collect(*a, **{**kw, "timeout": 120.0}))
+    result = run_program("import time\ntime.sleep(30)", timeout=1.0, isolation="rlimits")
+    assert result.duration < 10 and not result.timed_out  # the launcher, not the caller, ended it

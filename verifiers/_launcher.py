@@ -28,7 +28,8 @@ _MOUNT_FLAGS = {
     "relatime": _MS_RELATIME,
     "strictatime": _MS_STRICTATIME,
 }
-_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 38, 24
+_PR_SET_PDEATHSIG, _PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 1, 38, 24
+_SIGKILL = 9
 
 
 class _Libc:
@@ -178,7 +179,7 @@ def _confine(mode: str, libc: _Libc | None, uid: int, gid: int, limits: list[int
     """In the program's process: rlimits, then the unprivileged identity, then no_new_privs."""
     import resource
 
-    cpu, memory, fsize, nofile, nproc = limits
+    cpu, memory, fsize, nofile, nproc, _wall = limits
     for res, value in (
         (resource.RLIMIT_CORE, 0),
         (resource.RLIMIT_AS, memory),
@@ -229,6 +230,23 @@ def _run_user_code(source: bytes, path: str) -> None:
     raise SystemExit(0)
 
 
+def _watchdog(seconds: int, pid: int) -> None:
+    """The sandbox's own deadline, whatever happens to the caller: at ``seconds`` of wall time,
+    SIGKILL the program and its process group (the namespace dies with its PID 1 anyway)."""
+    import signal
+
+    def expire(signum: int, frame: object) -> None:
+        for kill in (lambda: os.kill(pid, _SIGKILL), lambda: os.killpg(os.getpgid(0), _SIGKILL)):
+            try:  # noqa: SIM105 - contextlib would be one more import in the launcher
+                kill()
+            except OSError:
+                pass
+        os._exit(124)
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+
+
 def _launch(argv: list[str]) -> int:
     """The launcher's main: set the sandbox up, fork the program, wait, report on the status fd."""
     mode, hostdir, uid, gid, status_fd = argv[0], argv[1], int(argv[2]), int(argv[3]), int(argv[4])
@@ -253,9 +271,15 @@ def _launch(argv: list[str]) -> int:
         report(f"warn {w}")
     workdir = os.path.join(hostdir, "work")
     report("start")
+    launcher = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
+            if libc is None:
+                libc = _Libc()
+            libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL)  # the launcher's death (a kill -9 upstream) ends it
+            if os.getppid() != launcher:
+                os._exit(125)
             _confine(mode, libc, uid, gid, limits)
             os.chdir(workdir)
         except BaseException as exc:
@@ -263,6 +287,10 @@ def _launch(argv: list[str]) -> int:
             os._exit(125)
         os.close(status_fd)  # the program must not forge the launcher's report
         _run_user_code(source, os.path.join(workdir, "main.py"))
+    null = os.open(os.devnull, os.O_RDONLY)  # stdin is the program's alone (it may hold a secret)
+    os.dup2(null, 0)
+    os.close(null)
+    _watchdog(limits[-1], pid)
     while True:  # as PID 1 of the namespace, also reap orphans until the program itself exits
         try:
             done, status = os.waitpid(-1, 0)

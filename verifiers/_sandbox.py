@@ -29,6 +29,11 @@ launcher's status pipe (``start``, ``warn ...``, ``error ...``, ``exit N``, ``si
 on timeout or too much output it kills the process group (``unshare`` and the launcher, hence the
 namespace) and waits until no process of the run's uid is left.
 
+The sandbox does not rely on its caller to end it: the started process gets ``PR_SET_PDEATHSIG``
+SIGKILL (``unshare --kill-child`` and the launcher pass a caller's death on to the program), the
+launcher kills the program at its own wall deadline (``timeout`` + ``_STARTUP_LIMIT``) and the
+folders of dead callers (``tts-sandbox-PID-*``) are removed by the next caller's first run.
+
 The launcher's code lives in ``_launcher.py`` (it imports only ``os`` and ``sys``, so that it starts
 fast); this file is the caller's side, which imports what it needs lazily.
 """
@@ -44,7 +49,7 @@ from ._launcher import _within
 if TYPE_CHECKING:
     import logging
     import subprocess
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = ["UID_RANGE", "RawRun", "execute", "sandbox_isolation"]
 
@@ -109,6 +114,7 @@ class _State:
         self.level: str | None = None
         self.uids: set[int] = set()
         self.launcher: bytes | None = None
+        self.swept = False
 
 
 _STATE = _State()
@@ -200,6 +206,64 @@ def _write_tree(hostdir: str, code: str, files: Mapping[str, str | bytes], stdin
             f.write(stdin)
 
 
+_FOLDER_PREFIX = "tts-sandbox-"
+"""Host temporary folders are ``tts-sandbox-PID-XXXX``, PID the caller's, so that a later caller can
+remove those of a caller that died (kill -9) before its ``finally`` ran."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_caller(caller: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the started process (``unshare`` or the launcher) gets SIGKILL when the
+    caller dies (``unshare --kill-child`` passes it on to the namespace's PID 1, the launcher to the
+    program); exits at once when the caller is already gone (it died between fork and prctl)."""
+
+    import ctypes  # loaded here: the forked child must not import anything
+    import signal
+
+    prctl, sigkill = ctypes.CDLL(None, use_errno=True).prctl, int(signal.SIGKILL)
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, sigkill, 0, 0, 0) != 0 or os.getppid() != caller:
+            os._exit(125)
+
+    return preexec
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_folders() -> None:
+    """Remove the host folders of sandbox callers that died without cleaning up (once per process)."""
+    if _STATE.swept:
+        return
+    _STATE.swept = True
+    import shutil
+    import tempfile
+
+    top = tempfile.gettempdir()
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(_FOLDER_PREFIX) :].split("-", 1)[0]
+        if name.startswith(_FOLDER_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            path = os.path.join(top, name)
+            try:
+                if os.lstat(path).st_uid == os.geteuid():
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                continue
+
+
 def _kill_group(pgid: int) -> None:
     import signal
 
@@ -267,7 +331,8 @@ def execute(
 
     level = isolation or sandbox_isolation()
     started = time.monotonic()
-    hostdir = tempfile.mkdtemp(prefix="tts-sandbox-")
+    _remove_stale_folders()
+    hostdir = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")
     uid = gid = -1
     if level == "strong":
         uid = gid = _allocate_uid()
@@ -275,7 +340,8 @@ def execute(
     if level != "strong":
         nproc += _count_user_tasks(os.getuid())
     cpu = max(1, math.ceil(timeout)) + 1
-    limits = [cpu, memory_mb << 20, max_file_mb << 20, max_open_files, nproc, disk_mb]
+    wall = max(1, math.ceil(timeout + _STARTUP_LIMIT))  # the launcher's own deadline (watchdog)
+    limits = [cpu, memory_mb << 20, max_file_mb << 20, max_open_files, nproc, wall, disk_mb]
     status_r, status_w = os.pipe()
     proc = None
     stdin_file = None
@@ -318,7 +384,12 @@ def execute(
             env=env,
             cwd=hostdir,
             start_new_session=True,
+            preexec_fn=_die_with_caller(os.getpid()),
         )
+        if stdin_file not in (None, subprocess.DEVNULL):
+            stdin_file.close()  # type: ignore[union-attr]
+            stdin_file = subprocess.DEVNULL
+            os.unlink(os.path.join(hostdir, "stdin"))  # only the program's fd 0 holds it now
         os.close(status_w)
         status_w = -1
         assert proc.stdout is not None and proc.stderr is not None
@@ -335,7 +406,7 @@ def execute(
             if fd >= 0:
                 os.close(fd)
         if stdin_file not in (None, subprocess.DEVNULL):
-            stdin_file.close()  # type: ignore[union-attr]
+            stdin_file.close()  # type: ignore[union-attr,attr-defined]
         shutil.rmtree(hostdir, ignore_errors=True)
         with _STATE.lock:
             _STATE.uids.discard(uid)

@@ -183,34 +183,109 @@ def extract_code(text: str) -> str:
 
 
 _HARNESS = """\
-import sys as _sys
+import ctypes, os, subprocess, sys
+
+if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: no /proc/PID/mem, fd or ptrace
+    sys.exit("harness: could not make itself undumpable")
+nonce = sys.stdin.readline().strip()
+sys.stdin.close()
+count = len([name for name in os.listdir(".") if name.startswith("test_")])
+with open("solution.py", encoding="utf-8") as f:
+    solution = f.read()
+tests = []
+for i in range(count):
+    with open("test_%d.py" % i, encoding="utf-8") as f:
+        tests.append(f.read())
+with open("child.py", encoding="utf-8") as f:
+    child = f.read()
+passed = 0
+for i, test in enumerate(tests):
+    import marshal
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-B", "-c", child],
+        input=marshal.dumps((solution, test, i)),
+        stdout=subprocess.DEVNULL,
+        close_fds=True,
+    )
+    passed += run.returncode == 0
+sys.stdout.write("\\n%s %d\\n" % (nonce, passed))
+sys.stdout.flush()
+"""
+"""The unit-test harness, the sandboxed program's ``main.py``: it holds a random nonce (from stdin,
+never on disk) and runs each test in a fresh interpreter (``_CHILD``) that never sees it; a test
+passes iff its child ends normally with status 0. The harness is undumpable, so a child (same uid)
+cannot read its memory or file descriptors; it prints the count after the nonce."""
+
+_CHILD = """\
+import sys
 
 
-def _tts_run(solution, tests, nonce):
+def _tts_child():
+    import _imp, marshal, os, posix
+
+    solution, test, index = marshal.loads(sys.stdin.buffer.read())
+    sys.stdin.close()
+    for name in sys.builtin_module_names:  # imported now: create_builtin goes (it re-creates posix)
+        __import__(name)
+
+    def refuse(*args, **kwargs):
+        raise ImportError("re-creating built-in modules is not allowed in a unit test")
+
+    def failed_exit(code=0):
+        posix.kill(posix.getpid(), 9)
+
+    _imp.create_builtin = refuse
+    posix._exit = os._exit = failed_exit  # an early exit must not look like a pass
+    blocked = (
+        "sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile", "gc.get_objects",
+        "gc.get_referrers", "gc.get_referents", "os.exec", "os.posix_spawn", "os.spawn",
+        "object.__getattr__", "object.__setattr__", "ctypes.", "code.__new__", "function.__new__",
+    )
+
+    def hook(event, args):
+        if event.startswith(blocked) or (event == "open" and str(args[0]).startswith("/proc")):
+            raise RuntimeError("not allowed in a unit test: " + event)
+
+    sys.addaudithook(hook)
+
+    def report(what, exc):
+        try:
+            lines, tb = [], exc.__traceback__.tb_next  # from the solution or test on
+            while tb is not None:
+                lines.append(str(tb.tb_lineno))
+                tb = tb.tb_next
+            sys.stderr.write("--- %s\\n%s: %s (lines %s)\\n" % (what, type(exc).__name__, exc, ", ".join(lines)))
+        except BaseException:
+            sys.stderr.write("--- %s\\n" % what)
+
     namespace = {"__name__": "solution"}
-    passed = 0
     try:
         exec(compile(solution, "solution.py", "exec"), namespace)
+    except BaseException as exc:
+        report("the solution failed before any test ran:", exc)
+        return False
+    try:
+        exec(compile(test, "test_%d.py" % index, "exec"), namespace)
+    except BaseException as exc:
+        report("test %d failed:\\n%s" % (index, test), exc)
+        return False
+    return True
+
+
+def _tts_main():
+    try:
+        ok = _tts_child() is True
     except BaseException:
-        import traceback
-        _sys.stderr.write("--- the solution failed before any test ran:\\n")
-        traceback.print_exc()
-        tests = ()
-    for i, test in enumerate(tests):
-        try:
-            exec(compile(test, "test_%d.py" % i, "exec"), namespace)
-        except BaseException:
-            import traceback
-            _sys.stderr.write("--- test %d failed:\\n%s\\n" % (i, test))
-            traceback.print_exc()
-        else:
-            passed += 1
-    _sys.stdout.flush()
-    _sys.stdout.write("\\n%s %d\\n" % (nonce, passed))
-    _sys.stdout.flush()
+        ok = False
+    if not ok:
+        raise SystemExit(1)
+
+
+_tts_main()
 """
-"""Runs the solution, then each test in its namespace; reports the count after a random nonce, so a
-program that exits early (``os._exit(0)``) or prints a fake summary does not pass."""
+"""One test in a fresh interpreter: the solution, then the test, in one namespace. Before the
+solution runs it takes away what could fake a normal exit or reach the harness (``os._exit``,
+re-creating ``posix``, frames, tracing, ``gc`` walks, ``exec``, ctypes, ``/proc``)."""
 
 
 def _normalize_output(text: str) -> str:
@@ -292,9 +367,9 @@ class ProgramVerifier:
         snippets, cases = self._tests_of(problem)
         gate = asyncio.Semaphore(self.options.max_concurrency)
 
-        async def run(code: str, stdin: str = "") -> ProgramResult:
+        async def run(code: str, stdin: str = "", files: dict[str, str] | None = None) -> ProgramResult:
             async with gate:
-                return await arun_program(code, limits=self.limits, stdin=stdin)
+                return await arun_program(code, limits=self.limits, stdin=stdin, files=files)
 
         async def judge(candidate: Candidate) -> Score:
             source = candidate.text or candidate.answer or ""
@@ -323,8 +398,8 @@ class ProgramVerifier:
 
     async def _run_unit_tests(self, code: str, snippets: list[str], run: Any) -> tuple[int, str]:
         nonce = secrets.token_hex(16)
-        harness = _HARNESS + f"\n\n_tts_run({code!r}, {snippets!r}, {nonce!r})\n"
-        result: ProgramResult = await run(harness)
+        files = {"solution.py": code, "child.py": _CHILD} | {f"test_{i}.py": t for i, t in enumerate(snippets)}
+        result: ProgramResult = await run(_HARNESS, nonce + "\n", files)
         marker = re.findall(rf"^{nonce} (\d+)$", result.stdout, re.M)
         passed = min(int(marker[-1]), len(snippets)) if marker and result.ok else 0
         if passed == len(snippets):
