@@ -84,8 +84,8 @@ class Budget:
             "spend less per problem (smaller n or max_tokens)."
         )
 
-    def admit(self, request: Request) -> Request:
-        """``request`` if the budget allows it, with ``max_tokens`` capped to what remains; else raise."""
+    def room(self) -> float:
+        """Tokens the budget still allows (``inf`` without a token limit); raise when a limit is reached."""
         lim, spent = self.limits, self.spent
         left = self.remaining_time()
         if left is not None and left <= 0:
@@ -104,6 +104,19 @@ class Budget:
             if total >= lim.max_tokens:
                 raise self._exceeded("max_tokens", lim.max_tokens, total)
             room = min(room, lim.max_tokens - total)
+        return room
+
+    def exhausted(self) -> bool:
+        """Whether the budget admits nothing more (no side effect)."""
+        try:
+            self.room()
+        except (BudgetExceeded, RequestTimeout):
+            return True
+        return False
+
+    def admit(self, request: Request) -> Request:
+        """``request`` if the budget allows it, with ``max_tokens`` capped to what remains; else raise."""
+        room = self.room()
         self.submitted += 1
         params = request.params
         if room < params.n * params.max_tokens:

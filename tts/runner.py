@@ -19,15 +19,14 @@ from typing import Any, TypeVar
 
 from tts.backends.base import Backend
 from tts.context import Context
-from tts.errors import BudgetExceeded, RequestTimeout
+from tts.errors import RequestTimeout
 from tts.limits import Budget, Limits
 from tts.metrics import latency_stats, request_latencies, throughput
-from tts.sampling import SamplingParams
 from tts.scheduler import Scheduler
 from tts.secrets import redact
 from tts.strategy import Strategy
 from tts.task import Task
-from tts.types import Problem, Request, Result, Status, Usage
+from tts.types import Problem, Result, Status, Usage
 
 __all__ = [
     "Comparison",
@@ -292,7 +291,7 @@ async def arun(
     async def one(i: int, problem: Problem) -> None:
         nonlocal done
         async with sem:
-            if total is not None and _spent_out(total):
+            if total is not None and total.exhausted():
                 return
             pseed = None if seed is None else problem_seed(seed, problem)
             ctx = Context(
@@ -351,16 +350,6 @@ async def arun(
         strategy=_strategy_name(strategy),
         unstarted=len(items) - len(finished),
     )
-
-
-def _spent_out(budget: Budget) -> bool:
-    """Whether a run budget admits no new problem."""
-    try:
-        budget.admit(Request("", SamplingParams(max_tokens=1)))
-    except (BudgetExceeded, RequestTimeout):
-        return True
-    budget.submitted -= 1  # the probe is not a call
-    return False
 
 
 def run_sync(coro_factory: Callable[[], Awaitable[T]]) -> T:
