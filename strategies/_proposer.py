@@ -29,7 +29,7 @@ import asyncio
 import dataclasses
 import functools
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -245,17 +245,28 @@ class FewShotProposer:
         """A candidate from a completion, with the request's assistant prefix in front of its text
         (:meth:`Context.parse` adds the task's part; the template's part is added here). An answer
         that is not one (empty, the instruction's placeholder) is dropped: it never votes."""
+        return self.parse_all(ctx, [completion], request)[0]
+
+    def parse_all(self, ctx: Context, completions: Sequence[Completion], request: Request) -> list[Candidate]:
+        """:meth:`parse` for each completion of one request (what is the same for all is found once:
+        this runs for every sample)."""
         extra = request.assistant_prefix[len(ctx.task.assistant_prefix) :]
-        cand = ctx.parse(dataclasses.replace(completion, text=extra + completion.text) if extra else completion)
-        drop_non_answer(cand, task_placeholders(ctx.task, self.template(ctx).user))
-        cand.meta["temperature"] = request.params.temperature
+        marks = task_placeholders(ctx.task, self.template(ctx).user)
+        meta: dict[str, Any] = {"temperature": request.params.temperature}
         if request.params.seed is not None:
-            cand.meta["seed"] = request.params.seed
-        return cand
+            meta["seed"] = request.params.seed
+        parse = ctx.parse
+        out = []
+        for completion in completions:
+            cand = parse(dataclasses.replace(completion, text=extra + completion.text) if extra else completion)
+            drop_non_answer(cand, marks)
+            cand.meta.update(meta)
+            out.append(cand)
+        return out
 
     async def finish(self, ctx: Context, request: Request, completions: list[Completion]) -> list[Candidate]:
         """Candidates of one request's completions (subclasses execute or split them further)."""
-        return [self.parse(ctx, c, request) for c in completions]
+        return self.parse_all(ctx, completions, request)
 
     async def propose(self, problem: Problem, ctx: Context, n: int) -> list[Candidate]:
         requests = await self.requests(problem, ctx, n)

@@ -15,13 +15,28 @@ _ANSWER_IS_RE = re.compile(
 )
 
 
+_AFTER_ANSWER_RE = re.compile(r"\**\s*(?:is\b|=|:)\**\s*:?\s*(.+?)\s*(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
+"""What follows the word "answer" in :data:`_ANSWER_IS_RE`, matched where the word is found."""
+
+
 def _stated_answers(text: str) -> list[str]:
-    """What follows every "the answer is" / "final answer:" in ``text``, in order. The scan starts
-    just before the first "answer" (a case-insensitive scan of a long reply costs microseconds)."""
-    first = text.lower().find("answer")
-    if first < 0:
-        return []
-    return _ANSWER_IS_RE.findall(text, max(0, first - 64))
+    """What follows every "the answer is" / "final answer:" in ``text``, in order, as
+    ``_ANSWER_IS_RE.findall`` finds it. Each "answer" is found with ``str.find`` on the lower-cased
+    text and the rest matched there (a regex scan that tries the pattern at every position of a long
+    reply costs microseconds per sample); "final" changes nothing that is captured."""
+    lower = text.lower()
+    if len(lower) != len(text):  # lower-casing moved positions (a rare letter): scan with the regex
+        return _ANSWER_IS_RE.findall(text)
+    out: list[str] = []
+    at = lower.find("answer")
+    while at >= 0:
+        m = _AFTER_ANSWER_RE.match(text, at + 6)
+        if m is None:
+            at = lower.find("answer", at + 1)
+        else:
+            out.append(m.group(1))
+            at = lower.find("answer", m.end())
+    return out
 
 
 _ANSWER_TAIL_RE = re.compile(r",\s+(?:since|because|which|as|so|and|but|that|if|when|where)\b.*$", re.DOTALL)

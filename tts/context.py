@@ -234,13 +234,14 @@ class Context:
     def parse(self, completion: Completion) -> Candidate:
         """A candidate from a completion: the task's answer extraction and canonical key (the
         assistant prefix the request was sent with is part of the answer's text)."""
-        prefix = self.task.assistant_prefix
+        task = self.task
+        prefix = task.assistant_prefix
         text = prefix + completion.text if prefix else completion.text
-        answer = self.task.extract(text)
+        answer = task.extract(text)
         return Candidate(
             text=text,
             answer=answer,
-            key=self.task.canonical(answer) if answer is not None else None,
+            key=task.canonical(answer) if answer is not None else None,
             completion=completion,
         )
 
