@@ -57,7 +57,8 @@ def test_list_shows_every_kind_with_options() -> None:
         assert header in result.output
     assert "  self_consistency: Vote over canonical answer keys" in result.output
     assert "      n (int, default 8): Number of sampled chains" in result.output
-    assert "      stop (none|esc|beta|dirichlet|consensus, default 'none')" in result.output
+    assert "      stop (none|esc|beta|dirichlet|consensus|outcome|auto, default 'none')" in result.output
+    assert "      lookahead (int | auto, default 0)" in result.output  # constrained types by their base type
     assert "  gsm8k: benchmark" in result.output and "  larger: built-in" in result.output
     names = runner.invoke(app, ["list", "backends", "--names"]).output.split()
     assert {"fake", "hf", "openai", "vllm"} <= set(names) and "self_consistency" not in names

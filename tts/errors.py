@@ -210,13 +210,53 @@ def _names_field(model: type[BaseModel] | None, parts: list[str], msg: str) -> b
     return inner is not None and msg.split(" ", 1)[0] in inner.model_fields
 
 
+_UNION_TAG_RE = re.compile(r"^(?:[A-Z]\w*|int|str|float|bool|none|bytes|[a-z-]+\[.*\]|constrained-\w+)$")
+"""A union member's tag in an error's location (``constrained-int``, ``literal['auto']``, a model's
+class name): pydantic reports one error per member it tried."""
+_TYPE_LEVEL = ("literal_error", "model_type", "dict_type", "is_instance_of", "none_required")
+
+
+def _merge_union_errors(errors: list[Any]) -> list[Any]:
+    """One error per field of a union (``int | Literal['auto']``): a broken constraint of the member
+    the value fits (``must be <= 65536``) wins; when the value fits no member, the members' needs
+    are joined (``must be an integer or 'auto'``). Member tags are dropped from locations."""
+    out: list[Any] = []
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _UNION_TAG_RE.match(p)))
+        if len(loc) == len(err["loc"]):
+            out.append(err)
+            continue
+        if loc not in groups:
+            groups[loc] = []
+            out.append(loc)  # a placeholder keeping the group's place
+        groups[loc].append({**err, "loc": loc})
+    merged: list[Any] = []
+    for item in out:
+        if not isinstance(item, tuple):
+            merged.append(item)
+            continue
+        members = groups[item]
+        fitting = [e for e in members if not (e["type"].endswith(("_type", "_parsing")) or e["type"] in _TYPE_LEVEL)]
+        if fitting or len(members) == 1:
+            merged.append((fitting or members)[0])
+            continue
+        needs = [_PHRASES.get(e["type"], "").format(**e.get("ctx", {})).removeprefix("must be ") for e in members]
+        if all(needs):
+            msg = f"must be {' or '.join(dict.fromkeys(needs))}, got {_short(members[0].get('input'))}."
+            merged.append({**members[0], "type": "union_mismatch", "msg": msg})
+        else:
+            merged.append(members[0])
+    return merged
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
     """One line per problem, ``field.path must be >= 1, got 0.``, without pydantic's boilerplate.
 
     Unknown keys get a "did you mean" suggestion when ``model`` (the validated class) is given.
     """
     lines = []
-    for err in exc.errors():
+    for err in _merge_union_errors(exc.errors()):
         parts = [str(p) for p in err["loc"]]
         loc = ".".join([prefix, *parts] if prefix else parts)
         msg = str(err["msg"])
