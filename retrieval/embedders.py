@@ -7,19 +7,31 @@ imported on first use. Few-shot selection (``tts.prompts``) and the consistency 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 import threading
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from tts.errors import ModelNotFound
+from tts.errors import ConfigError, ModelNotFound
 
-__all__ = ["RETRIEVAL_HINT", "Embedder", "SentenceTransformerEmbedder"]
+__all__ = [
+    "DEFAULT_EMBEDDER",
+    "RETRIEVAL_HINT",
+    "Embedder",
+    "HashEmbedder",
+    "SentenceTransformerEmbedder",
+    "make_embedder",
+]
 
 log = logging.getLogger(__name__)
 
 RETRIEVAL_HINT = "pip install 'tts-scale[retrieval]'"
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+"""The name indexes record for the packaged default embedder."""
 
 
 @runtime_checkable
@@ -35,12 +47,26 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model returning unit-length embeddings. ``model=None`` loads the
     packaged all-MiniLM-L6-v2; any other value is a local path or a hub id. Loads on first ``embed``."""
 
-    def __init__(self, model: str | None = None, *, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | None = None, *, device: str | None = None, batch_size: int = 64, progress: bool = False
+    ) -> None:
         self.model = model
         self.device = device
         self.batch_size = batch_size
+        self.progress = progress
+        """Show a progress bar (stderr) on calls of more than a few batches (the CLI turns it on)."""
         self._model: Any = None
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """What an index records to refuse another embedder on reload: the model id or path."""
+        return self.model or DEFAULT_EMBEDDER
+
+    @property
+    def dimension(self) -> int:
+        """Length of each embedding (loads the model)."""
+        return int(self._load().get_sentence_embedding_dimension())
 
     @staticmethod
     def default_path() -> str:
@@ -72,5 +98,50 @@ class SentenceTransformerEmbedder:
             batch_size=self.batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
-            show_progress_bar=False,
+            show_progress_bar=self.progress and len(texts) > 4 * self.batch_size,
         )
+
+
+class HashEmbedder:
+    """A deterministic, dependency-free fake: hashed word and word-pair counts in ``dim`` buckets,
+    unit length. Texts sharing words get close vectors, so retrieval tests run in milliseconds;
+    it knows no synonyms (the real embedder does)."""
+
+    def __init__(self, dim: int = 256) -> None:
+        if dim < 8:
+            raise ConfigError(f"HashEmbedder dim must be >= 8, got {dim}.")
+        self.dim = dim
+        self.calls = 0
+        """Number of ``embed`` calls (tests count them)."""
+
+    @property
+    def name(self) -> str:
+        return f"hash-{self.dim}"
+
+    @property
+    def dimension(self) -> int:
+        return self.dim
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = _WORD.findall(text.lower())
+            for feature in (*words, *(f"{a} {b}" for a, b in itertools.pairwise(words))):
+                h = zlib.crc32(feature.encode())
+                out[row, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+
+_WORD = re.compile(r"\w+")
+
+
+def make_embedder(name: str | None = None, **kw: Any) -> Embedder:
+    """The embedder an index records by ``name``: ``hash-DIM`` (the fake), ``None`` or
+    ``all-MiniLM-L6-v2`` (the packaged default), else a sentence-transformers id or path."""
+    if name is not None and (m := re.fullmatch(r"hash-(\d+)", name)):
+        return HashEmbedder(int(m.group(1)))
+    return SentenceTransformerEmbedder(None if name in (None, DEFAULT_EMBEDDER) else name, **kw)

@@ -1,0 +1,172 @@
+"""RAG reading vs retrieval on the real ``hf`` backend (SmolLM2-135M-Instruct), fictional corpus.
+
+100 questions whose answers exist only in the fictional corpus (:mod:`tts.retrieval._fictional`:
+invented people, towns, years and trades, with namesake distractors). Greedy, at most 32 tokens.
+Every condition but ``none`` runs the ``rag`` strategy (inner ``greedy``); they differ only in the
+passages it is given:
+
+- ``none``: the question alone (closed book: what the model knows, which is nothing here);
+- ``gold``: the gold biography alone (reading);
+- ``retrieved``: the top 5 of a hybrid index (all-MiniLM-L6-v2 + BM25), strongest at both ends;
+- ``gold@R/ORDER``: the gold passage at rank R (1, 2 or 3) among 2 fixed distractors (the
+  namesake and the best non-gold hit of the index), shown in rank order (``rank``: the gold is
+  first, in the middle or last) or reordered by the lost-in-the-middle ordering (``ends``: ranks
+  1, 2, 3 move to positions 1, 3, 2).
+
+Accuracy is reported two ways: ``exact`` (the task's short-answer extraction and equivalence) and
+``contains`` (the normalised answer appears in the reply's first line), each with a 95% bootstrap
+interval, beside the trivial baselines: the most frequent answer, and for the passage conditions a
+reader that copies the asked fact from the first passage shown, or from a random passage.
+
+    flock /tmp/h3/engine.lock python bench/rag_qa.py
+
+The last line is ``gold_minus_none=<x>`` (contains accuracy, what reading the evidence buys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+from typing import Any
+
+import tts
+from tts.answers import normalize_answer
+from tts.baselines import baseline_accuracies
+from tts.retrieval import Index, Retriever, make_embedder
+from tts.retrieval._fictional import fictional_corpus
+from tts.stats import bootstrap_ci, paired_bootstrap
+from tts.strategies.rag import RAG
+from tts.task import Task
+
+DISTRACTORS = 2
+RANKS = (1, 2, 3)
+TEMPLATE = "Read the passages and answer the question.\n\n{evidence}\n\nQuestion: {question}"
+TASK = Task(
+    name="fictional",
+    answer_format="text",
+    direct_template="{question}\n{instruction}",
+    instruction="Answer with a name, a year or a trade only.",
+    assistant_prefix="The answer is",
+)
+GREEDY = {
+    "name": "greedy",
+    "proposer": {
+        "name": "few_shot",
+        "prompt": "direct",
+        "sampling": {"temperature": 0, "max_tokens": 32, "stop": ["\n"]},
+    },
+}
+FACT = {
+    "town": re.compile(r"born in \d+ in the town of (\w+)"),
+    "year": re.compile(r"born in (\d+)"),
+    "trade": re.compile(r"worked as an? (\w+)"),
+}
+
+
+class Fixed:
+    """A retriever that returns given passages for each question (in the given order, no scores)."""
+
+    k = 5
+
+    def __init__(self, passages: dict[str, list[dict[str, str]]]) -> None:
+        self.passages = passages
+
+    def retrieve(self, query: str, k: int = 5) -> list[dict[str, str]]:
+        return self.passages[query][:k]
+
+
+def fact(kind: str, text: str) -> str | None:
+    m = FACT[kind].search(text)
+    return m.group(1) if m else None
+
+
+def contains(reply: str, reference: str) -> bool:
+    first = next((ln for ln in reply.strip().splitlines() if ln.strip()), "")
+    return f" {normalize_answer(reference)} " in f" {normalize_answer(first)} "
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--backend", default="hf")
+    parser.add_argument("--embedder", default=None, help="default all-MiniLM-L6-v2; hash-384 for a quick check")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    corpus = fictional_corpus(people=300, towns=60, seed=0)
+    docs = {d["id"]: d for d in corpus.documents}
+    qs = random.Random(0).sample(corpus.questions, args.questions)
+    problems = [tts.Problem(q["id"], q["question"], q["answer"], {"kind": q["kind"]}) for q in qs]
+    index = Index.build(corpus.documents, kind="hybrid", embedder=make_embedder(args.embedder))
+    retriever = Retriever(index, k=5)
+    hits = {q["question"]: [p.id for p in index.search(q["question"], 8)] for q in qs}
+    recall = sum(q["gold"] in hits[q["question"]][:5] for q in qs) / len(qs)
+
+    def distractors(q: dict[str, str]) -> list[dict[str, str]]:
+        namesake = q["gold"].replace("bio", "namesake")
+        others = [i for i in hits[q["question"]] if i not in (q["gold"], namesake)][: DISTRACTORS - 1]
+        return [docs[namesake], *(docs[i] for i in others)]
+
+    conditions: dict[str, Any] = {"gold": Fixed({q["question"]: [docs[q["gold"]]] for q in qs})}
+    conditions["retrieved"] = retriever
+    for rank in RANKS:
+        ranked = {}
+        for q in qs:
+            d = distractors(q)
+            ranked[q["question"]] = [*d[: rank - 1], docs[q["gold"]], *d[rank - 1 :]]
+        conditions[f"gold@{rank}/rank"] = ("rank", Fixed(ranked))
+        conditions[f"gold@{rank}/ends"] = ("ends", Fixed(ranked))
+
+    backend = tts.Scheduler(tts.make_backend(args.backend))
+    rows: list[tuple[str, list[float], list[float], list[list[str]]]] = []
+
+    def record(name: str, report: Any, shown: list[list[str]]) -> None:
+        exact = [float(bool(r.correct)) for r in report.results]
+        replies = [r.candidates[r.winner].text if r.winner is not None else "" for r in report.results]
+        cont = [float(contains(t, p.reference or "")) for t, p in zip(replies, problems, strict=True)]
+        rows.append((name, exact, cont, shown))
+        took = f"{time.perf_counter() - start:.0f}s"
+        print(
+            f"  {name}: exact {sum(exact) / len(exact):.2f}, contains {sum(cont) / len(cont):.2f} ({took} in)",
+            flush=True,
+        )
+
+    none = tts.run(tts.build_strategy(GREEDY), problems, backend, task=TASK, concurrency=100)
+    record("none", none, [[] for _ in problems])
+    for name, cond in conditions.items():
+        order, source = cond if isinstance(cond, tuple) else ("ends", cond)
+        rag = RAG(inner=GREEDY, order=order, template=TEMPLATE, k=5, budget=800)
+        report = tts.run(rag, problems, backend, task=TASK, concurrency=100, retriever=source)
+        shown = [[docs[i]["text"] for i in r.meta.get("citations", [])] for r in report.results]
+        record(name, report, shown)
+    retriever.close()
+
+    print(f"\nfictional QA, {len(problems)} questions, SmolLM2-135M-Instruct ({args.backend}), greedy, <= 32 tokens")
+    print(f"hybrid recall@5 on these questions: {recall:.2f}")
+    print(f"{'condition':<16} {'exact [95% CI]':<22} {'contains [95% CI]':<22} {'copy first':>10} {'copy random':>11}")
+    for name, exact, cont, shown in rows:
+        e, elo, ehi = bootstrap_ci(exact)
+        c, clo, chi = bootstrap_ci(cont)
+        first = [float(bool(s) and fact(q["kind"], s[0]) == q["answer"]) for q, s in zip(qs, shown, strict=True)]
+        rand = [
+            sum(fact(q["kind"], t) == q["answer"] for t in s) / len(s) if s else 0.0
+            for q, s in zip(qs, shown, strict=True)
+        ]
+        copy_first = f"{sum(first) / len(first):.2f}" if any(shown) else "-"
+        copy_rand = f"{sum(rand) / len(rand):.2f}" if any(shown) else "-"
+        exact_ci, cont_ci = f"{e:.2f} [{elo:.2f}, {ehi:.2f}]", f"{c:.2f} [{clo:.2f}, {chi:.2f}]"
+        print(f"{name:<16} {exact_ci:<22} {cont_ci:<22} {copy_first:>10} {copy_rand:>11}")
+    for base, acc in baseline_accuracies(problems, TASK):
+        print(f"baseline {base}: {acc:.2f}")
+    by = {name: (exact, cont) for name, exact, cont, _ in rows}
+    for rank in RANKS:
+        diff, lo, hi = paired_bootstrap(by[f"gold@{rank}/rank"][1], by[f"gold@{rank}/ends"][1])
+        print(f"ends minus rank order, gold at rank {rank} (contains): {diff:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    diff, lo, hi = paired_bootstrap(by["none"][1], by["gold"][1])
+    print(f"elapsed {time.perf_counter() - start:.0f}s")
+    print(f"gold_minus_none={diff:.3f}")
+
+
+if __name__ == "__main__":
+    main()
