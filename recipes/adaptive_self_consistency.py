@@ -1,5 +1,5 @@
-"""Adaptive self-consistency in Python (the same objects as adaptive_self_consistency.yaml): chains
-4 at a time, stop when the Beta posterior gives the leader 0.95, at most 16.
+"""Adaptive self-consistency in Python (the same objects as adaptive_self_consistency.yaml): the
+documented ``stop: auto`` (stop when more chains will not change the answer), at most 16 chains.
 
     python recipes/adaptive_self_consistency.py --limit 20 --data-dir ../shared/data
 """
@@ -18,9 +18,7 @@ def build(limit: int | None = None, data_dir: str | None = None) -> tuple[tts.Da
     )
     strategy = tts.SelfConsistency(
         n=16,
-        stop="beta",
-        window=4,
-        threshold=0.95,
+        stop="auto",
         proposer={"name": "few_shot", "sampling": {"temperature": 0.7, "max_tokens": 256}},
     )
     return data, task, strategy

@@ -19,13 +19,19 @@ any of them. Options add:
   vote, when the leader is further ahead than the samples left); requests still
   queued or in flight are cancelled, and only generated tokens are counted. Stop rules count votes
   of the kept chains (``consensus`` weighs them by ``weight`` when it is per chain:
-  ``mean_logprob`` or ``confidence``).
+  ``mean_logprob`` or ``confidence``). ``stop: auto`` is the documented adaptive setting: the
+  ``outcome`` rule (stop when more samples will not change the answer, settled or hopeless) with
+  the parameters ``bench/adaptive.py`` validates and look-ahead sized from the engine
+  (:data:`~tts.strategies._stop.AUTO`); options given beside it win. The default stays fixed n;
+- online allocation across the run's problems (``budget``, :mod:`tts.strategies._allocation`):
+  ``pilot`` samples per problem, then the run's remaining budget goes, window by window, where
+  the vote's posterior says an extra sample changes the most answers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -34,10 +40,11 @@ from tts.context import Context
 from tts.errors import parse_options
 from tts.sampling import Count, CountOrZero, TokenCount
 from tts.strategies import _select
+from tts.strategies._allocation import allocator_for
 from tts.strategies._proposer import SampledOptions, build_proposer, check_sampled
 from tts.strategies._scoring import VerifierSpec, build_verifiers, resolve_verifiers, score_candidates
 from tts.strategies._select import Tally, decided
-from tts.strategies._stop import StopRule, sample_windows, should_stop
+from tts.strategies._stop import AUTO, StopRule, auto_lookahead, sample_windows, should_stop
 from tts.types import Candidate, Problem, Result
 
 __all__ = ["SelfConsistency", "SelfConsistencyOptions"]
@@ -66,16 +73,41 @@ class SelfConsistencyOptions(SampledOptions):
     """DeepConf online: the first ``warmup`` chains set the confidence bar for the later ones."""
     warmup: Count = 16
     stop: StopRule = "none"
-    """Early stopping: ``esc``, ``beta``, ``dirichlet``, ``consensus`` or ``none`` (draw all n)."""
+    """Early stopping: ``auto`` (the documented adaptive setting), ``outcome``, ``esc``, ``beta``,
+    ``dirichlet``, ``consensus`` or ``none`` (draw all n)."""
     window: Count = 4
     """Samples per request when stopping early (ESC's window; 1 checks after every sample)."""
     threshold: float = Field(default=0.95, gt=0, le=1)
-    """Posterior probability (``beta``, ``dirichlet``) or leader share (``consensus``) that stops."""
-    lookahead: CountOrZero = 0
-    """Extra requests kept in flight while one is judged (lower latency; cancelled on stop)."""
+    """Posterior probability (``beta``, ``dirichlet``; for ``outcome``, that the full vote keeps the
+    leader) or leader share (``consensus``) that stops."""
+    epsilon: float = Field(default=0.002, ge=0, le=1)
+    """``outcome``: also stop when the rest of the budget raises the expected probability of the
+    answer the vote returns by at most this much (hopeless problems: no answer likely to win)."""
+    lookahead: CountOrZero | Literal["auto"] = 0
+    """Extra requests kept in flight while one is judged (lower latency; cancelled on stop);
+    ``auto``: as many as fill the engine's free sequence slots."""
+    budget: float | None = Field(default=None, gt=0)
+    """Online allocation: the run's average samples per problem (``pilot`` each, the rest where
+    the vote's posterior says they change the most answers; at most ``n`` per problem)."""
+    pilot: Count | None = None
+    """Samples of the first request, before a stop rule or the allocator judges (``None``: one
+    ``window``; 4 with ``budget``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        """``stop: auto`` brings :data:`~tts.strategies._stop.AUTO`'s parameters; options given win."""
+        if isinstance(data, dict) and data.get("stop") == "auto":
+            return {**AUTO, "lookahead": "auto", **data}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> SelfConsistencyOptions:
+        if self.budget is not None:
+            if self.weight != "none" or self.keep < 1:
+                raise ValueError("budget needs a plain count vote: drop weight and keep, or drop budget.")
+            if self.budget < min(self.pilot or 4, self.n):
+                raise ValueError(f"budget must be >= pilot={self.pilot or 4} samples per problem, got {self.budget}.")
         if self.online and self.keep >= 1:
             raise ValueError(f"keep must be < 1 with online=True (the fraction kept), got {self.keep}.")
         if self.online and self.warmup > self.n:
@@ -103,6 +135,15 @@ class SelfConsistency:
 
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
+        if o.budget is not None:
+            candidates, stopped = await self._allocated(problem, ctx)
+            groups = _select.group(candidates)
+            winner = _select.plurality(groups)
+            first = groups[winner][0] if winner is not None else None
+            votes = {k: len(v) for k, v in groups.items()}
+            return Result.choose(
+                problem, candidates, winner=first, votes=votes, samples=len(candidates), stopped=stopped
+            )
         if o.stop == "none" and not o.online:
             candidates = await self.proposer.propose(problem, ctx, n=o.n)
             if o.weight == "none" and o.keep == 1:  # the hot path: plain majority, nothing else
@@ -183,13 +224,45 @@ class SelfConsistency:
                 tally.add(new[i].key, self._chain_weight(new[i]))
             if exact_counts and decided(tally, o.n - len(seen)):
                 return True
-            return should_stop(o.stop, tally, new, o.threshold)
+            return should_stop(o.stop, tally, new, o.threshold, remaining=o.n - len(seen), epsilon=o.epsilon)
 
-        first = o.warmup if o.online else o.window
+        first = o.warmup if o.online else o.pilot or o.window
         draw = await self.proposer.drawer(problem, ctx)
+        lookahead: int | Callable[[], int] = (
+            (lambda: auto_lookahead(ctx, o.window, o.n - len(seen))) if o.lookahead == "auto" else o.lookahead
+        )
+        sizes = lambda i: first if i == 0 else o.window  # noqa: E731
         candidates, stopped = await sample_windows(
-            draw, o.n, lambda i: first if i == 0 else o.window, o.lookahead, judge
+            draw, o.n, sizes, lookahead, judge, priorities=ctx.capabilities.priorities
         )
         if not o.online and o.keep < 1:
             kept = self._offline_keep(candidates)
         return candidates, kept, stopped
+
+    async def _allocated(self, problem: Problem, ctx: Context) -> tuple[list[Candidate], bool]:
+        """A pilot, then the windows the run's allocator grants (module docstring); a stop rule,
+        when set, can end the problem sooner."""
+        o = self.options
+        assert o.budget is not None
+        draw = await self.proposer.drawer(problem, ctx)
+        allocator = allocator_for(ctx.scheduler, self, o.budget, o.window)
+        allocator.join()
+        candidates: list[Candidate] = []
+        tally = Tally()
+        try:
+            size = min(o.pilot or 4, o.n)
+            allocator.spend(size)
+            while size:
+                new = await draw(size, 0).result()
+                candidates.extend(new)
+                for c in new:
+                    tally.add(c.key)
+                left = o.n - len(candidates)
+                if left <= 0 or decided(tally, left):
+                    break
+                if should_stop(o.stop, tally, new, o.threshold, remaining=left, epsilon=o.epsilon):
+                    break
+                size = await allocator.ask(list(tally.counts.values()), left)
+        finally:
+            allocator.leave()
+        return candidates, len(candidates) < o.n

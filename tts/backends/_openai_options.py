@@ -48,6 +48,10 @@ class OpenAIOptions(BackendOptions):
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
     """Name of the output-length field on the chat endpoint (hosted reasoning models need
     ``max_completion_tokens``)."""
+    stream: bool = False
+    """Stream answers (``stream: true`` on the wire, server-sent events): a call cancelled
+    mid-generation is charged the tokens received until the cut (the server's running usage, or
+    logprob entries, or content deltas) instead of ``max_tokens`` per sample."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Fields merged into every request body (e.g. ``{"chat_template_kwargs": {...}}``)."""
     headers: dict[str, str] = Field(default_factory=dict)

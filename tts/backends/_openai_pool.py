@@ -27,7 +27,7 @@ import os
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -328,8 +328,14 @@ class Pool:
             ep.consecutive_failures = 0
             ep.reachable = False
 
-    async def call(self, payload: bytes, flight: Flight | None = None) -> dict[str, Any]:
-        """POST ``payload`` (a JSON body) with retries; the parsed JSON answer.
+    async def call(
+        self,
+        payload: bytes,
+        flight: Flight | None = None,
+        reader: Callable[[Any], Awaitable[bytes]] | None = None,
+    ) -> dict[str, Any]:
+        """POST ``payload`` (a JSON body) with retries; the parsed JSON answer. ``reader`` reads
+        the body of a 200 answer instead of ``resp.read()`` (a streamed answer, as it arrives).
 
         Each attempt may take ``timeout`` seconds, all of them together ``deadline`` seconds from
         the first attempt's start (time queued for a connection slot before it is not counted).
@@ -375,7 +381,7 @@ class Pool:
                         trace_request_ctx=ep,
                     ) as resp:
                         status = resp.status
-                        raw = await resp.read()
+                        raw = await (reader(resp) if reader is not None and status == 200 else resp.read())
                     flight.open = False  # stays True when cancelled mid-call: the server may be generating
                 except asyncio.TimeoutError:
                     flight.open = False

@@ -1,5 +1,7 @@
 """What goes over the wire for the OpenAI-compatible backend: request bodies, response parsing,
-JSON (orjson when installed) and error bodies. Pure functions, no I/O."""
+JSON (orjson when installed) and error bodies. Pure functions, no I/O, except :func:`read_stream`,
+which reads a streamed answer (``stream: true``, server-sent events) into a :class:`StreamState`
+as it arrives, so a call cut mid-generation knows what it had received."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from tts.secrets import redact
 from tts.types import Completion, FinishReason, Request
 
 __all__ = [
+    "StreamState",
     "build_body",
     "check_request",
     "check_shape",
@@ -19,6 +22,7 @@ __all__ = [
     "error_message",
     "loads",
     "parse_response",
+    "read_stream",
     "retry_after",
 ]
 
@@ -145,9 +149,113 @@ def build_body(o: OpenAIOptions, model: str | None, request: Request, n: int, se
                 if c.kind == "choice"
                 else {"grammar": c.grammar}
             )
+    if o.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True, **({"continuous_usage_stats": True} if ext else {})}
     if o.extra_body:
         body.update(o.extra_body)
     return body
+
+
+class StreamState:
+    """A streamed answer as received so far: per choice its text, reasoning, tokens received
+    (logprob entries, else content deltas, else the server's running usage for one choice),
+    logprobs and finish reason; the last usage the server reported."""
+
+    __slots__ = ("chat", "choices", "usage")
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        """Fold one ``data:`` event into the state."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for ch in chunk.get("choices") or ():
+            i = int(ch.get("index", 0))
+            c = self.choices.setdefault(i, {"text": [], "reasoning": [], "deltas": 0, "logprobs": None, "finish": None})
+            src = (ch.get("delta") or _EMPTY) if self.chat else ch
+            text = src.get("content" if self.chat else "text")
+            reasoning = src.get("reasoning_content") or src.get("reasoning")
+            if text:
+                c["text"].append(text)
+            if reasoning:
+                c["reasoning"].append(reasoning)
+            if text or reasoning:
+                c["deltas"] += 1
+            lp = ch.get("logprobs")
+            if lp:
+                merged = c["logprobs"] = c["logprobs"] or (
+                    {"content": []} if self.chat else {"token_logprobs": [], "top_logprobs": []}
+                )
+                if self.chat:
+                    merged["content"].extend(lp.get("content") or ())
+                else:
+                    merged["token_logprobs"].extend(lp.get("token_logprobs") or ())
+                    merged["top_logprobs"].extend(lp.get("top_logprobs") or ())
+            if ch.get("finish_reason"):
+                c["finish"] = ch["finish_reason"]
+
+    def tokens(self, i: int) -> int:
+        """Tokens of choice ``i`` received so far (see the class docstring)."""
+        c = self.choices.get(i)
+        if c is None:
+            return 0
+        lp = c["logprobs"]
+        if lp:
+            return len(lp["content"] if self.chat else lp["token_logprobs"])
+        if len(self.choices) == 1 and self.usage and self.usage.get("completion_tokens") is not None:
+            return int(self.usage["completion_tokens"])
+        return int(c["deltas"])
+
+    def response(self) -> dict[str, Any]:
+        """The answer as a non-streamed call would have given it."""
+        choices = []
+        for i in sorted(self.choices):
+            c = self.choices[i]
+            text = "".join(c["text"])
+            reasoning = "".join(c["reasoning"]) or None
+            item: dict[str, Any] = {"index": i, "finish_reason": c["finish"], "logprobs": c["logprobs"]}
+            if self.chat:
+                item["message"] = {"role": "assistant", "content": text, "reasoning_content": reasoning}
+            else:
+                item["text"] = text
+            choices.append(item)
+        return {"choices": choices, "usage": self.usage}
+
+    def completions(self, request: Request) -> list[Completion]:
+        """What was received, as completions; token counts as :meth:`tokens` has them (what the
+        server generated and sent until now; for a finished answer, its own count)."""
+        out = parse_response(self.response(), request, self.chat)
+        for c in out:
+            c.token_count = self.tokens(c.index)
+        return out
+
+
+async def read_stream(resp: Any, state: StreamState) -> bytes:
+    """Read the server-sent events of a streamed answer into ``state`` as they arrive; the whole
+    answer as a non-streamed JSON body (what the pool parses and checks). A malformed event
+    gives its own bytes back, which the pool refuses as a malformed answer (and retries: every
+    attempt starts the state afresh)."""
+    state.choices.clear()
+    state.usage = None
+    async for raw in resp.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            break
+        try:
+            chunk = loads(data)
+            if not isinstance(chunk, dict):
+                return bytes(data)
+            state.add(chunk)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            return bytes(data) if data[:1] != b"{" else b"[]"
+    return dumps(state.response())
 
 
 def check_shape(data: Any, chat: bool) -> None:

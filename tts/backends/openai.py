@@ -28,6 +28,9 @@ session (keep-alive, a connection limit equal to ``max_concurrency``) and orjson
   ``finish_reason="abort"`` completion per sample, empty text and ``token_count = max_tokens``
   (an upper bound; the prompt tokens are unknown and not charged); calls of a split request that
   had already answered keep their real completions. Early stopping never looks cheaper than it is.
+  With ``stream=True`` (server-sent events) a call cut mid-generation resolves with what it had
+  received: the text so far and the tokens generated until the cut (the server's running usage
+  with vLLM's ``continuous_usage_stats``, else logprob entries, else content deltas).
 - **Closing**: :meth:`OpenAIBackend.aclose` closes the session; it also closes when the event
   loop that opened it shuts down (``asyncio.run``), or quietly at interpreter exit.
 - **Results**: ``reasoning_content`` (or ``reasoning``) of reasoning models goes to
@@ -56,6 +59,7 @@ retries in ``tts.backends._openai_pool``; this module decides how a request beco
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -63,7 +67,7 @@ from typing import Any, ClassVar
 
 from tts.backends._openai_options import OpenAIOptions
 from tts.backends._openai_pool import EndpointState, Flight, OpenAIStats, Pool, Rejected
-from tts.backends._openai_wire import build_body, check_request, dumps, parse_response
+from tts.backends._openai_wire import StreamState, build_body, check_request, dumps, parse_response, read_stream
 from tts.backends._vllm_options import VLLM_CAPABILITIES
 from tts.backends.base import Capabilities, Handle, backend_options, task_handle
 from tts.errors import BackendError
@@ -73,6 +77,16 @@ from tts.types import Completion, Request
 __all__ = ["EndpointState", "OpenAIBackend", "OpenAIOptions", "OpenAIStats"]
 
 log = logging.getLogger(__name__)
+
+
+class _StreamFlight(Flight):
+    """A streamed call: its :class:`StreamState` holds what arrived until now."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, samples: int, state: StreamState) -> None:
+        super().__init__(samples)
+        self.state = state
 
 
 class OpenAIBackend:
@@ -102,6 +116,8 @@ class OpenAIBackend:
                 penalties=True,
             )
         )
+        if options.stream:
+            self.capabilities = dataclasses.replace(self.capabilities, streaming=True)
         self._pool = Pool(options)
         self.endpoints: list[EndpointState] = self._pool.endpoints
         """Per-endpoint load-balancing state and counters."""
@@ -145,6 +161,12 @@ class OpenAIBackend:
         for f in flights:
             if f.result is not None:
                 out += f.result
+            elif f.open and isinstance(f, _StreamFlight):  # streamed: what came until the cut
+                got = {c.index: c for c in f.state.completions(request)}
+                for i in range(f.samples):
+                    c = got.get(i) or Completion(text="", token_count=0)
+                    c.finish_reason = "abort"
+                    out.append(c)
             elif f.open:
                 out += [
                     Completion(text="", token_count=request.params.max_tokens, finish_reason="abort")
@@ -158,9 +180,20 @@ class OpenAIBackend:
 
     async def _call(self, request: Request, n: int, seed: int | None, flights: list[Flight]) -> list[Completion]:
         """One HTTP call for ``n`` samples, parsed; ``flights`` records it for :meth:`_partial`."""
-        flight = Flight(n)
-        flights.append(flight)
-        data = await self._pool.call(dumps(build_body(self.options, self._pool.model, request, n, seed)), flight)
+        body = dumps(build_body(self.options, self._pool.model, request, n, seed))
+        if self.options.stream:
+            state = StreamState(self._chat)
+            flight: Flight = _StreamFlight(n, state)
+            flights.append(flight)
+
+            async def reader(resp: Any) -> bytes:
+                return await read_stream(resp, state)
+
+            data = await self._pool.call(body, flight, reader)
+        else:
+            flight = Flight(n)
+            flights.append(flight)
+            data = await self._pool.call(body, flight)
         try:
             flight.result = parse_response(data, request, self._chat)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
