@@ -9,10 +9,11 @@ Reply models (one method: ``reply(request, prompt_text, index, rng) -> (text, to
   closed form. Problems carry a ``[oracle:ID]`` marker in their question that selects their spec.
 
 Costs (:class:`CostModel`) advance a :class:`VirtualClock`, never the wall clock: a batch costs
-``per_batch + prefill_per_token * uncached prompt tokens + decode_step * sum over waves of the
-longest completion in the wave``, where a wave is up to ``max_concurrency`` sequences decoded
-together. Prompt tokens are whitespace-separated words; with ``prefix_cache=True``, full blocks of
-``block_size`` words already seen are cached, as in vLLM's automatic prefix caching.
+``per_batch + prefill_per_token * uncached prompt tokens + sum over waves of the longest
+completion in the wave x (decode_step + decode_per_seq x sequences in the wave)``, where a wave is
+up to ``max_concurrency`` sequences decoded together. Prompt tokens are whitespace-separated
+words; with ``prefix_cache=True``, full blocks of ``block_size`` words already seen are cached,
+as in vLLM's automatic prefix caching.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tts.backends._hf_batching import DynamicBatchSize
 from tts.backends.base import BackendOptions, Batcher, Capabilities, Handle, backend_options, first_stop
 from tts.errors import ConfigError
 from tts.types import Completion, Problem, Request
@@ -89,6 +91,9 @@ class CostModel(BaseModel):
     """Sequences decoded together in one step (C)."""
     per_batch: float = Field(default=0.0, ge=0)
     """Fixed overhead of one engine call."""
+    decode_per_seq: float = Field(default=0.0, ge=0)
+    """Added cost of one decode step per sequence in the wave: a step costs
+    ``decode_step + decode_per_seq x batch`` (a wider batch takes longer per step)."""
 
 
 class FakeOptions(BackendOptions):
@@ -104,6 +109,9 @@ class FakeOptions(BackendOptions):
     """Most requests per engine batch (``None``: all that are queued)."""
     seed: int = 0
     """Seed of the reply models' random draws."""
+    step_time_cap: float | None = Field(default=None, gt=0)
+    """Dynamic batch size: decode waves grow while the P95 step time stays under this many
+    virtual seconds and shrink when it does not (``None``: waves of ``max_concurrency``)."""
 
 
 class Scripted:
@@ -238,6 +246,12 @@ class FakeBackend:
         self._blocks: set[bytes] = set()
         self._sample_counter: dict[str, itertools.count[int]] = {}
         self._batcher = Batcher(self._run_batch, max_batch=o.max_batch)
+        self.dynamic = (
+            DynamicBatchSize(o.step_time_cap, o.cost.max_concurrency) if o.step_time_cap is not None else None
+        )
+        """The dynamic batch-size controller (with ``step_time_cap``)."""
+        self.waves: list[tuple[int, int, float]] = []
+        """Every decode wave: (sequences, steps, seconds per step)."""
         self.calls = 0
         self.requests = 0
         self.completions_generated = 0
@@ -341,9 +355,16 @@ class FakeBackend:
             outputs.append(outs)
         self.prefill_tokens += prefill
         decode = 0.0
-        c = cost.max_concurrency
-        for start in range(0, len(lengths), c):
-            decode += max(lengths[start : start + c]) * cost.decode_step
+        start = 0
+        while start < len(lengths):
+            c = self.dynamic.size if self.dynamic is not None else cost.max_concurrency
+            wave = lengths[start : start + c]
+            start += c
+            step = cost.decode_step + cost.decode_per_seq * len(wave)
+            decode += max(wave) * step
+            self.waves.append((len(wave), max(wave), step))
+            if self.dynamic is not None:
+                self.dynamic.observe(step)
         self.clock.advance(cost.per_batch + prefill * cost.prefill_per_token + decode)
         return outputs
 

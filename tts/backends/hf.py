@@ -39,12 +39,13 @@ import inspect
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from tts.backends._hf_batching import Unit, group, pack
+from tts.backends._hf_batching import DynamicBatchSize, Unit, by_length, group, pack
 from tts.backends._hf_processors import GrammarProcessor, LogprobRecorder, PenaltyProcessor, compile_constraint
 from tts.backends._render import Rendered, render
 from tts.backends._vllm_options import VLLM_CAPABILITIES
@@ -76,6 +77,12 @@ class HFOptions(BackendOptions):
     """Most sequences (samples of all requests) decoded together in one generate call."""
     seed: int = 0
     """Backend seed, mixed into every generate call's seed."""
+    length_grouping: bool = False
+    """Pack requests of similar prompt length into the same generate call (less left padding;
+    ``padded_tokens`` counts the padding)."""
+    step_time_cap: float | None = Field(default=None, gt=0)
+    """Dynamic batch size: sequences per generate call grow while the P95 seconds per decode step
+    stay under this cap and shrink when they do not, up to ``max_batch_sequences`` (``None``: fixed)."""
     threads: int | None = Field(default=None, ge=1)
     """torch CPU threads (process-wide); ``None``: torch's default."""
 
@@ -90,8 +97,9 @@ class HFBackend:
 
     name: ClassVar[str] = "hf"
     Options: ClassVar[type[HFOptions]] = HFOptions
-    CAPABILITIES: ClassVar[Capabilities] = dataclasses.replace(VLLM_CAPABILITIES, prefix_reuse=False, aborts=False)
-    """Every control vLLM has, but prefix caching and aborting a running batch."""
+    CAPABILITIES: ClassVar[Capabilities] = dataclasses.replace(VLLM_CAPABILITIES, prefix_reuse=False, aborts=True)
+    """Every control vLLM has, but prefix caching; a cancelled request in a running generate call
+    stops between decode steps (beam search runs to its end)."""
 
     def __init__(self, options: HFOptions | Mapping[str, Any] | None = None, **kw: Any) -> None:
         self.options = o = backend_options(HFOptions, options, kw, name="hf")
@@ -112,6 +120,12 @@ class HFBackend:
         self.dtype = _pick_dtype(torch, o.dtype, self.device)
         self.seed = o.seed
         self.max_batch_sequences = o.max_batch_sequences
+        self.dynamic = DynamicBatchSize(o.step_time_cap, o.max_batch_sequences) if o.step_time_cap is not None else None
+        """The dynamic batch-size controller (with ``step_time_cap``)."""
+        self.padded_tokens = 0
+        """Pad positions in the prompt blocks of generate calls so far."""
+        self._aborting: set[int] = set()
+        """``id`` of requests cancelled while their generate call runs (stopped between decode steps)."""
         self.capabilities = self.CAPABILITIES
         self.tokenizer, self.model = self._load(self.model_path)
         self._eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
@@ -130,9 +144,22 @@ class HFBackend:
     # ---------------------------------------------------------------- protocol
 
     def submit(self, request: Request) -> Handle:
-        """Queue ``request``; requests of one event-loop turn run as one batch."""
+        """Queue ``request``; requests of one event-loop turn run as one batch. Cancelling it
+        withdraws it while queued; while its generate call runs, its rows stop at the next decode
+        step and the handle resolves with what they generated (``finish_reason="abort"``)."""
         self.capabilities.check(request, self.name)
-        return self._batcher.submit(request)
+        inner = self._batcher.submit(request)
+        key = id(request)
+
+        def abort(_handle: Handle) -> bool:
+            inner.cancel()  # a queued request is withdrawn (and its future settled) here
+            if inner.future.done():
+                return True
+            self._aborting.add(key)
+            inner.future.add_done_callback(lambda _fut: self._aborting.discard(key))
+            return False
+
+        return Handle(request, inner.future, abort)
 
     async def aclose(self) -> None:
         """Nothing to release but memory; kept for the backend lifecycle."""
@@ -204,12 +231,24 @@ class HFBackend:
                 prompts[i] = render(self.tokenizer, request, backend="hf")
             except Exception as exc:
                 results[i] = _as_error(exc)
+        lengths = [len(prompts[i].ids) if i in prompts else 0 for i in range(len(requests))]
         for params, members in group([requests[i] for i in prompts], list(prompts)).items():
-            for units in pack(members, requests, self.max_batch_sequences):
+            if self.options.length_grouping:
+                members = by_length(members, lengths)
+            cap = self.dynamic.size if self.dynamic is not None else self.max_batch_sequences
+            for units in pack(members, requests, cap):
                 try:
+                    started = time.perf_counter()
                     outputs = self._generate_call(
-                        units, [prompts[u.request] for u in units], params, self._call_seed(params)
+                        units,
+                        [prompts[u.request] for u in units],
+                        params,
+                        self._call_seed(params),
+                        keys=[id(requests[u.request]) for u in units],
                     )
+                    if self.dynamic is not None:
+                        steps = max((c.token_count for out in outputs for c in out), default=0)
+                        self.dynamic.observe((time.perf_counter() - started) / max(steps, 1))
                 except Exception as exc:
                     error = _as_error(exc)
                     for unit in units:
@@ -231,9 +270,15 @@ class HFBackend:
     # ---------------------------------------------------------------- one generate call
 
     def _generate_call(
-        self, units: list[Unit], prompts: list[Rendered], params: SamplingParams, seed: int
+        self,
+        units: list[Unit],
+        prompts: list[Rendered],
+        params: SamplingParams,
+        seed: int,
+        keys: list[int] | None = None,
     ) -> list[list[Completion]]:
-        """One ``model.generate`` over ``units``: prefill once, expand, decode, collect."""
+        """One ``model.generate`` over ``units``: prefill once, expand, decode, collect. ``keys``:
+        each unit's request ``id``; rows of a request cancelled meanwhile stop between steps."""
         torch = self._torch
         beam = params.beam_width is not None
         rows = [params.beam_width or u.count for u in units]  # sequences decoded per unit
@@ -245,6 +290,8 @@ class HFBackend:
         processors = self._processors(params, row_ids, row_mask, width, recorder)  # may refuse a grammar
         # beam search expands the prompts itself (the prefilled cache is expanded to the beams)
         input_ids, mask = (prompt_ids, prompt_mask) if beam else (row_ids, row_mask)
+        row_keys = [key for key, n in zip(keys or [], rows, strict=False) for _ in range(n)]
+        stop = None if beam or keys is None else self._abort_rule(row_keys, width)
         with _GENERATE_LOCK, torch.inference_mode(), torch.random.fork_rng(devices=self._rng_devices()):
             torch.manual_seed(seed)
             cache = self._prefill(prompt_ids, prompt_mask, rows)
@@ -256,6 +303,7 @@ class HFBackend:
                     attention_mask=mask,
                     past_key_values=cache,
                     logits_processor=processors,
+                    **({"stopping_criteria": self._transformers.StoppingCriteriaList([stop])} if stop else {}),
                     **self._generate_kwargs(params),
                 )
             finally:
@@ -266,7 +314,26 @@ class HFBackend:
             logprobs = self._beam_logprobs(out)
         elif recorder is not None:
             logprobs, top = recorder.result(out.sequences[:, -1], self.tokenizer)
-        return self._collect(units, prompts, params, out.sequences[:, width:].tolist(), logprobs, top)
+        stopped = stop.stopped if stop is not None else {}
+        return self._collect(units, prompts, params, out.sequences[:, width:].tolist(), logprobs, top, stopped)
+
+    def _abort_rule(self, row_keys: list[int], width: int) -> Any:
+        """A stopping criterion that ends the rows of cancelled requests (``.stopped``: row -> tokens
+        generated when it stopped)."""
+        torch, aborting = self._torch, self._aborting
+
+        class AbortCancelled(self._transformers.StoppingCriteria):  # type: ignore[name-defined]
+            def __init__(self) -> None:
+                self.stopped: dict[int, int] = {}
+
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                done = [key in aborting for key in row_keys]
+                for row, hit in enumerate(done):
+                    if hit and row not in self.stopped:
+                        self.stopped[row] = input_ids.shape[1] - width
+                return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+        return AbortCancelled()
 
     def _collect(
         self,
@@ -276,6 +343,7 @@ class HFBackend:
         sequences: list[list[int]],
         logprobs: list[list[float]] | None,
         top: list[list[dict[str, float]]] | None,
+        stopped: dict[int, int] | None = None,
     ) -> list[list[Completion]]:
         """Completions per unit from the generated rows (in unit order, ``unit.count`` rows each)."""
         completions: list[list[Completion]] = []
@@ -290,6 +358,7 @@ class HFBackend:
                         unit.offset + j,
                         logprobs[row + j] if logprobs is not None else None,
                         top[row + j] if top is not None else None,
+                        (stopped or {}).get(row + j),
                     )
                     for j in range(unit.count)
                 ]
@@ -304,6 +373,7 @@ class HFBackend:
         """Left-padded ids and attention mask, on the model's device."""
         torch = self._torch
         width = max(len(p) for p in prompts)
+        self.padded_tokens += width * len(prompts) - sum(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
@@ -445,10 +515,14 @@ class HFBackend:
         index: int,
         logprobs: list[float] | None,
         top: list[dict[str, float]] | None,
+        aborted: int | None = None,
     ) -> Completion:
         """One completion: the text up to end-of-sequence or the first stop string, its token
-        count, finish reason and (when asked) log-probabilities of its tokens."""
+        count, finish reason and (when asked) log-probabilities of its tokens. ``aborted``: the
+        tokens generated when the row was stopped for a cancelled request (what follows is padding)."""
         count, text, finish = self._cut(tokens, params)
+        if aborted is not None and count > aborted:  # stopped before it ended by itself
+            count, text, finish = aborted, self._decode(tokens[:aborted]), "abort"
         cumulative = None
         if logprobs is not None:
             logprobs = logprobs[:count]
