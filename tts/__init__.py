@@ -47,6 +47,8 @@ _HOMES: dict[str, str] = {
     "Limits": "tts.limits",
     "Context": "tts.context",
     "Scheduler": "tts.scheduler",
+    "RequestCache": "tts.cache",
+    "FairShare": "tts.fair",
     "Task": "tts.task",
     **dict.fromkeys(["Dataset", "load_dataset"], "tts.datasets"),
     **dict.fromkeys(["Strategy", "Proposer"], "tts.strategy"),
@@ -73,6 +75,11 @@ _HOMES: dict[str, str] = {
     "SelfConsistency": "tts.strategies.self_consistency",
     "Thinking": "tts.strategies.thinking",
     "UniversalSelfConsistency": "tts.strategies.universal_self_consistency",
+    "TreeOfThoughts": "tts.strategies.tree_of_thoughts",
+    "StepBeamSearch": "tts.strategies.step_beam_search",
+    "DVTS": "tts.strategies.dvts",
+    "MCTS": "tts.strategies.mcts",
+    "ParticleFiltering": "tts.strategies.particle_filtering",
     # verifiers
     **dict.fromkeys(["Verifier", "VerifierCost"], "tts.verifiers.base"),
     **dict.fromkeys(

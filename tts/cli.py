@@ -141,6 +141,13 @@ def build_from_spec(spec: Any) -> tuple[Any, Any, Any]:
     return pipeline.backend, pipeline.dataset, pipeline.strategy
 
 
+def build_retriever(spec: Any) -> Any:
+    """:func:`tts.config.build.build_retriever` (imported when used)."""
+    from tts.config.build import build_retriever as build
+
+    return build(spec)
+
+
 def _print(obj: Any) -> None:
     from rich.console import Console
 
@@ -226,6 +233,7 @@ def run(
                 seed=spec.run.seed,
                 limits=spec.budget.per_problem(),
                 total_limits=spec.budget.total(),
+                retriever=build_retriever(spec.retriever),
             )
         finally:
             if fh is not None:
@@ -345,6 +353,11 @@ def study(
     keep_failures: bool = typer.Option(
         False, "--keep-failures", help="On resume, keep failed problems as stored instead of running them again."
     ),
+    executor: str = typer.Option(
+        "local", help="Where units run: local (this process) or ray (one Ray actor per worker, own engine each)."
+    ),
+    address: str | None = typer.Option(None, help="Ray cluster address with --executor ray (default: a local one)."),
+    workers: int | None = typer.Option(None, help="Ray workers with --executor ray (default: one per free CPU)."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Run a study (resumable).
@@ -384,7 +397,14 @@ def study(
             typer.echo(f"completion_tokens_at_most={sum(r.completion_tokens for r in rows)}")
             return
         with StudyDisplay() as display:
-            outcome = StudyRunner(spec, progress=display, keep_failures=keep_failures or None).run()
+            outcome = StudyRunner(
+                spec,
+                progress=display,
+                keep_failures=keep_failures or None,
+                executor=executor,
+                address=address,
+                workers=workers,
+            ).run()
         from tts.study.analysis import compute_metrics
         from tts.study.store import Store
 
@@ -411,12 +431,15 @@ def study(
 
 @app.command("report")
 def report_cmd(
-    out: Path = typer.Argument(..., help="A study's output folder (or its results.sqlite)."),
+    out: Path = typer.Argument(
+        ..., help="A study's output folder (or its results.sqlite), or a run's results .jsonl (search trees)."
+    ),
     html: Path | None = typer.Option(None, help="Where to write the HTML page (default: OUT/report.html)."),
     price_prompt: float | None = typer.Option(None, help="USD per million prompt tokens (cost column)."),
     price_completion: float | None = typer.Option(None, help="USD per million completion tokens."),
 ) -> None:
-    """PNG plots and one self-contained HTML page from a study's results."""
+    """PNG plots and one self-contained HTML page from a study's results; given a run's results
+    (the JSONL file of tts-scale run --out), one PNG per search tree in RESULTS_trees/."""
     _logging()
     try:
         from tts.backends.base import Pricing
@@ -427,6 +450,12 @@ def report_cmd(
             pricing = Pricing(prompt=price_prompt or 0.0, completion=price_completion or 0.0)
         if not out.exists():
             raise ConfigError(f"study output {str(out)!r} not found; pass the folder a study wrote (its --out).")
+        if out.is_file() and out.suffix.lower() == ".jsonl":  # a run's results: draw their search trees
+            from tts.tree_plot import render_results
+
+            for path in render_results(out):
+                typer.echo(f"tree: {path}")
+            return
         if out.is_file() and out.suffix.lower() in (".yaml", ".yml", ".json", ".jsonl", ".csv"):
             raise ConfigError(
                 f"{str(out)!r} is a {out.suffix} file, not a study's output; run `tts-scale study FILE --out DIR` "
@@ -475,8 +504,53 @@ def list_cmd(
         typer.echo(f"no {kind} registered (plugins register through the tts_scale entry-point group).")
 
 
-# `tts-scale index` (retrieval indexes) and `tts-scale serve` (an OpenAI-compatible endpoint) are
-# added beside these commands.
+@app.command()
+def serve(
+    pipelines: list[str] = typer.Argument(
+        ..., metavar="[NAME=]PIPELINE.yaml...", help="Pipelines to serve, named by NAME or the file's stem."
+    ),
+    backend: str | None = typer.Option(None, help="Backend of every pipeline (fake answers with its default reply)."),
+    default: str | None = typer.Option(None, help="Pipeline that answers a model name no pipeline has."),
+    api_key_file: Path | None = typer.Option(None, help="File holding the bearer token clients must send."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_concurrent_requests: int = typer.Option(64, help="Requests in flight at once; more are answered 429."),
+    max_body_bytes: int = typer.Option(1_048_576, help="Largest request body; larger ones are answered 413."),
+    max_tokens: int = typer.Option(4096, help="The most tokens per completion a request may ask for."),
+    timeout: float | None = typer.Option(None, help="Seconds one choice may run (a 504 past it)."),
+    verbose: bool = VERBOSE,
+) -> None:
+    """Serve pipelines behind an OpenAI-compatible endpoint: the request's model names the pipeline.
+
+    Routes: /v1/chat/completions, /v1/models, /health and /metrics (Prometheus). Concurrent requests
+    share one scheduler per backend, so their samples batch together.
+    """
+    _logging(verbose)
+    try:
+        from tts.errors import parse_options
+        from tts.serve import Pipelines, ServeOptions, Server, read_api_key, run_server
+
+        flags = {
+            "max_concurrent_requests": max_concurrent_requests,
+            "max_body_bytes": max_body_bytes,
+            "max_tokens": max_tokens,
+            "limits": {"max_wall_time": timeout},
+        }
+        options = parse_options(ServeOptions, flags, where="serve")
+        key = read_api_key(str(api_key_file)) if api_key_file is not None else None
+        served = Pipelines.load(pipelines, backend=backend, default=default, options=options)
+        server = Server(served, options, key)
+    except (TTSError, OSError) as exc:
+        _fail(exc)
+        return
+    auth = "bearer token required" if key else "no token"
+    typer.echo(f"serving {', '.join(served.names())} on http://{host}:{port}/v1 ({auth})", err=True)
+    run_server(server, host=host, port=port, log_level="info" if verbose else "warning")
+
+
+from tts._cli_index import index_app  # noqa: E402  (`tts-scale index build|query`: retrieval indexes)
+
+app.add_typer(index_app, name="index")
 
 
 def main() -> None:

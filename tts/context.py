@@ -64,12 +64,14 @@ class Context:
         "_shared",
         "_sinks",
         "_verifying",
+        "priority",
         "problem",
         "retriever",
         "scheduler",
         "seed",
         "seed_requests",
         "task",
+        "tenant",
         "trace",
         "usage",
         "verifier",
@@ -88,8 +90,15 @@ class Context:
         seed_requests: bool = False,
         budgets: Sequence[Budget] = (),
         sinks: Sequence[Usage] = (),
+        priority: int = 0,
+        tenant: str | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.priority = priority
+        """Added to every request's priority (lower runs earlier): a run's urgency over the
+        strategy's own ordering (interactive 0, batch 1, say)."""
+        self.tenant = tenant
+        """Whose requests these are, for the scheduler's weighted fair share (:mod:`tts.fair`)."""
         self.task = task or Task()
         self.problem = problem
         self.seed = seed
@@ -127,6 +136,8 @@ class Context:
             seed_requests=self.seed_requests,
             budgets=budgets,
             sinks=sinks,
+            priority=self.priority,
+            tenant=self.tenant,
         )
         child._shared = self._shared
         child._verifying = self._verifying
@@ -201,7 +212,12 @@ class Context:
             seed = zlib.crc32(f"{self.seed}:{shared.requests}".encode())
             shared.requests += 1
             request = replace(request, params=request.params.model_copy(update={"seed": seed}))
-        handle = self.scheduler.submit(request, self._sinks, verifier=self._verifying)
+        if self.priority:
+            request = replace(request, priority=request.priority + self.priority)
+        if self.tenant is None:
+            handle = self.scheduler.submit(request, self._sinks, verifier=self._verifying)
+        else:
+            handle = self.scheduler.submit(request, self._sinks, verifier=self._verifying, tenant=self.tenant)
         start = self.scheduler.clock()
         if shared.first_submit is None:
             shared.first_submit = start

@@ -26,7 +26,7 @@ from tts.scheduler import Scheduler
 from tts.secrets import redact
 from tts.strategy import Strategy
 from tts.task import Task
-from tts.types import Problem, Result, Status, Usage
+from tts.types import Problem, Result, Status, Trace, Usage
 
 __all__ = [
     "Comparison",
@@ -240,11 +240,23 @@ async def solve(
     limits: Limits | None = None,
     verifier: Any = None,
     retriever: Any = None,
+    seed_requests: bool = False,
+    trace: Trace | None = None,
 ) -> Result:
-    """Solve one problem."""
+    """Solve one problem. ``seed_requests``: seed every unseeded request from ``seed`` (see
+    :func:`arun`); ``trace``: the trace to record into (one that reports events as they land)."""
     ctx = Context(
-        as_scheduler(backend), task, problem=problem, seed=seed, limits=limits, verifier=verifier, retriever=retriever
+        as_scheduler(backend),
+        task,
+        problem=problem,
+        seed=seed,
+        limits=limits,
+        verifier=verifier,
+        retriever=retriever,
+        seed_requests=seed_requests,
     )
+    if trace is not None:
+        ctx.trace = trace
     return await _solve_one(strategy, problem, ctx)
 
 
@@ -263,6 +275,8 @@ async def arun(
     progress: Callable[[RunProgress], None] | None = None,
     verifier: Any = None,
     retriever: Any = None,
+    priority: int = 0,
+    tenant: str | None = None,
 ) -> Report:
     """Run ``strategy`` on every problem, at most ``concurrency`` problems in flight: the one problem
     loop (``tts.run``, the CLI, the demo and studies all come here).
@@ -274,7 +288,9 @@ async def arun(
     problem's samples do not depend on what else runs. ``on_result`` is called with each result as
     it finishes (write it to disk there); ``progress(RunProgress)`` after each problem and each time
     samples land (so a display moves before the first problem finishes). Results come back in
-    problem order.
+    problem order. ``priority`` is added to every request's priority (lower runs earlier: an
+    interactive run at 0 before a batch run at 1 sharing the scheduler); ``tenant`` names the run
+    for the scheduler's weighted fair share (:mod:`tts.fair`).
     """
     scheduler = as_scheduler(backend)
     items = list(problems)
@@ -305,6 +321,8 @@ async def arun(
                 seed_requests=seed_requests,
                 budgets=budgets,
                 sinks=sinks,
+                priority=priority,
+                tenant=tenant,
             )
             result = await _solve_one(strategy, problem, ctx)
         results[i] = result

@@ -20,6 +20,11 @@ finished ones), beside ``cancelled=1``.
 Short answers: a backend that returns fewer samples than asked (an OpenAI-compatible server that
 caps ``n``) is asked again for the rest, at most ``MAX_TOP_UPS`` times; a request still short then
 fails with :class:`~tts.errors.BackendError`, never silently with fewer samples.
+
+Optional: a request cache (``cache=``, :mod:`tts.cache`) answers repeated requests before the
+engine (a hit charges ``cache_hits`` and no tokens); a weighted fair share (``fair=``,
+:mod:`tts.fair`) holds requests back by tenant (``submit(..., tenant=...)``) so runs sharing the
+engine get decode tokens in proportion to their weights.
 """
 
 from __future__ import annotations
@@ -30,11 +35,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tts.backends.base import Backend, Capabilities, Handle
 from tts.errors import BackendError, Cancelled
 from tts.types import Completion, Request, Usage
+
+if TYPE_CHECKING:
+    from tts.cache import RequestCache
+    from tts.fair import FairShare
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +67,13 @@ class SchedulerStats:
 
 
 class _Pending:
-    __slots__ = ("handle", "sinks", "verifier")
+    __slots__ = ("handle", "sinks", "tenant", "verifier")
 
-    def __init__(self, handle: Handle, sinks: Sinks, verifier: bool) -> None:
+    def __init__(self, handle: Handle, sinks: Sinks, verifier: bool, tenant: str = "") -> None:
         self.handle = handle
         self.sinks = sinks
         self.verifier = verifier
+        self.tenant = tenant
 
 
 class Scheduler:
@@ -73,7 +83,15 @@ class Scheduler:
     ``clock``: time source for latencies (the backend's virtual clock when it has one).
     """
 
-    def __init__(self, backend: Backend, *, merge: bool = True, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        merge: bool = True,
+        clock: Callable[[], float] | None = None,
+        cache: RequestCache | None = None,
+        fair: FairShare[tuple[Request, list[_Pending]]] | None = None,
+    ) -> None:
         self.backend = backend
         self.merge = merge
         self.clock: Callable[[], float] = clock or getattr(backend, "clock", None) or time.perf_counter
@@ -86,30 +104,79 @@ class Scheduler:
         self._queue: list[_Pending] = []
         self._flush_scheduled = False
         self._inflight: dict[Handle, list[_Pending]] = {}
+        self._samples_queued = 0
+        self._samples_running = 0
+        self.cache: RequestCache | None = cache
+        """The request cache (:mod:`tts.cache`): looked up before the engine, filled after it."""
+        self._model_identity: str | None = None
+        self.fair = fair
+        """Weighted fair share between tenants (:mod:`tts.fair`): requests wait here for their
+        tenant's turn, at most ``fair.capacity`` sequences in the engine."""
+
+    @property
+    def model_identity(self) -> str:
+        """The backend's model identity in cache keys (:func:`tts.cache.identity`), found once."""
+        if self._model_identity is None:
+            from tts.cache import identity
+
+            self._model_identity = identity(self.backend)
+        return self._model_identity
+
+    def _from_cache(self, pending: _Pending) -> bool:
+        """Answer ``pending`` from the cache: no tokens spent, a hit counted. False on a miss."""
+        assert self.cache is not None
+        completions = self.cache.get(self.model_identity, pending.handle.request)
+        if completions is None:
+            return False
+        tokens = (completions[0].prompt_tokens if completions else 0) + sum(c.token_count for c in completions)
+        self.charge(pending.sinks, cache_hits=1, cache_hit_tokens=tokens, completions=len(completions))
+        pending.handle.future.set_result(completions)
+        return True
 
     @property
     def name(self) -> str:
         return getattr(self.backend, "name", type(self.backend).__name__)
 
-    def submit(self, request: Request, usage: Usage | Sinks = (), *, verifier: bool = False) -> Handle:
+    @property
+    def samples_in_flight(self) -> int:
+        """Samples queued here or running in the backend (what adaptive look-ahead fills up to the
+        engine's slots)."""
+        return self._samples_queued + self._samples_running
+
+    def submit(
+        self, request: Request, usage: Usage | Sinks = (), *, verifier: bool = False, tenant: str | None = None
+    ) -> Handle:
         """Queue ``request``; charge its usage to ``usage`` (one sink or several) and the scheduler's total.
         ``verifier``: the request is a verifier's (a judge's), so its tokens are charged as verifier tokens."""
         self.capabilities.check(request, self.name)
         loop = asyncio.get_running_loop()
         handle = Handle(request, loop.create_future(), self._cancel)
-        self._queue.append(_Pending(handle, (usage,) if isinstance(usage, Usage) else usage, verifier))
+        # a waiter cancelled by asyncio (a timeout, a client gone) withdraws the request as cancel() does
+        handle.future.add_done_callback(functools.partial(self._cancelled_waiter, handle))
+        self._queue.append(_Pending(handle, (usage,) if isinstance(usage, Usage) else usage, verifier, tenant or ""))
+        self._samples_queued += request.params.n
         self.stats.logical_requests += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return handle
 
+    def _cancelled_waiter(self, handle: Handle, fut: asyncio.Future[list[Completion]]) -> None:
+        if fut.cancelled():
+            self._cancel(handle)
+
     def _cancel(self, handle: Handle) -> None:
         for i, pending in enumerate(self._queue):
             if pending.handle is handle:
                 del self._queue[i]
+                self._samples_queued -= handle.request.params.n
                 self.charge(pending.sinks, cancelled=1)
                 return
+        for _, waiting in self.fair.items() if self.fair is not None else ():
+            for pending in waiting:
+                if pending.handle is handle:  # waiting for its tenant's turn: dropped when it comes
+                    self.charge(pending.sinks, cancelled=1)
+                    return
         # in flight: the backend handle is cancelled once none of its logical requests wants it
         for backend_handle, group in list(self._inflight.items()):
             if any(p.handle is handle for p in group):
@@ -126,6 +193,12 @@ class Scheduler:
     def _flush(self) -> None:
         self._flush_scheduled = False
         queue, self._queue = self._queue, []
+        self._samples_queued = 0
+        if self.cache is not None:
+            asked = len(queue)
+            queue = [p for p in queue if p.handle.done() or not self._from_cache(p)]
+            for listener in self.on_deliver if len(queue) < asked else ():
+                listener()
         if not queue:
             return
         self.stats.flushes += 1
@@ -135,7 +208,7 @@ class Scheduler:
             req = pending.handle.request
             p = req.params
             if self.merge and p.seed is None and not p.greedy and p.beam_width is None:
-                key = (req.prompt, req.assistant_prefix, p.with_n(1), req.priority)
+                key = (req.prompt, req.assistant_prefix, p.with_n(1), req.priority, pending.tenant)
                 groups.setdefault(key, []).append(pending)
             else:
                 singles.append([pending])
@@ -149,7 +222,36 @@ class Scheduler:
                 total = sum(p.handle.request.params.n for p in group)
                 request = Request(first.prompt, first.params.with_n(total), first.priority, first.assistant_prefix)
                 self.stats.merged_requests += len(group) - 1
-            self._send(request, group)
+            if self.fair is None:
+                self._send(request, group)
+            else:
+                self.fair.push(group[0].tenant, (request, group), request.params.n, request.params.max_tokens)
+        if self.fair is not None:
+            self._release()
+
+    def _release(self) -> None:
+        """Send what the fair share releases (requests cancelled while they waited are dropped)."""
+        assert self.fair is not None
+        for tenant, (request, group), sequences, estimate in self.fair.pop():
+            live = [p for p in group if not p.handle.done()]
+            if len(live) < len(group):
+                request = Request(
+                    request.prompt,
+                    request.params.with_n(sum(p.handle.request.params.n for p in live)),
+                    request.priority,
+                    request.assistant_prefix,
+                )
+            if not live:
+                self.fair.done(tenant, sequences, estimate, 0, 0)
+                continue
+            self._send(request, live, fair=(tenant, sequences, estimate))
+
+    def _fair_done(self, fair: tuple[str, int, float], fut: asyncio.Future[list[Completion]]) -> None:
+        assert self.fair is not None
+        tenant, sequences, estimate = fair
+        done = [] if fut.cancelled() or fut.exception() is not None else fut.result()
+        self.fair.done(tenant, sequences, estimate, sum(c.token_count for c in done), len(done))
+        self._release()
 
     def _deliver(
         self,
@@ -159,7 +261,8 @@ class Scheduler:
         earlier: list[Completion] | None = None,
         attempt: int = 0,
     ) -> None:
-        self._inflight.pop(backend_handle, None)
+        if self._inflight.pop(backend_handle, None) is not None:
+            self._samples_running -= backend_handle.request.params.n
         exc = fut.exception()
         if exc is not None:
             for p in group:
@@ -219,6 +322,8 @@ class Scheduler:
             self.charge(p.sinks, **counts)
             if not p.handle.done():
                 p.handle.future.set_result(mine)
+            if self.cache is not None and not aborted:
+                self.cache.put(self.model_identity, p.handle.request, mine)
         for listener in self.on_deliver:
             listener()
 
@@ -239,12 +344,17 @@ class Scheduler:
         self.stats.top_ups += 1
         self._send(request, group, earlier=got, attempt=attempt)
 
-    def _send(self, request: Request, group: list[_Pending], **deliver: Any) -> None:
+    def _send(
+        self, request: Request, group: list[_Pending], fair: tuple[str, int, float] | None = None, **deliver: Any
+    ) -> None:
         """Hand ``request`` (for every logical request of ``group``) to the backend; a backend that
-        refuses it fails the group."""
+        refuses it fails the group. ``fair``: (tenant, sequences, estimate) the fair share released."""
         try:
             backend_handle = self.backend.submit(request)
         except Exception as exc:
+            if fair is not None and self.fair is not None:
+                self.fair.done(*fair, 0, 0)
+                asyncio.get_running_loop().call_soon(self._release)  # the next waiting request goes
             for p in group:
                 self.charge(p.sinks, failures=1)
                 if not p.handle.done():
@@ -252,4 +362,7 @@ class Scheduler:
             return
         self.stats.backend_requests += 1
         self._inflight[backend_handle] = group
+        self._samples_running += backend_handle.request.params.n
+        if fair is not None:
+            backend_handle.future.add_done_callback(functools.partial(self._fair_done, fair))
         backend_handle.future.add_done_callback(functools.partial(self._deliver, backend_handle, group, **deliver))

@@ -239,6 +239,21 @@ class Usage:
     failures: int = 0
     cost: float = 0.0
     """US dollars, from the backend's ``pricing`` (0 without pricing), verifier requests included."""
+    cache_hits: int = 0
+    """Requests answered from the request cache (:mod:`tts.cache`): no engine call, no tokens spent."""
+    cache_hit_tokens: int = 0
+    """Prompt plus completion tokens the cache hits cost when they were generated (not spent now)."""
+
+    @property
+    def spent_tokens(self) -> int:
+        """Tokens the engine processed for this scope now (cache hits cost none)."""
+        return self.all_tokens
+
+    @property
+    def original_tokens(self) -> int:
+        """What this scope's results cost when generated: spent tokens plus the cache hits' tokens
+        (curves and allocation count this, so a cached rerun compares with a fresh one)."""
+        return self.all_tokens + self.cache_hit_tokens
 
     @property
     def computed_prompt_tokens(self) -> int:

@@ -190,7 +190,8 @@ class Handle:
         return self.future.done()
 
     def cancelled(self) -> bool:
-        return self.future.done() and isinstance(self.future.exception(), Cancelled)
+        fut = self.future
+        return fut.done() and (fut.cancelled() or isinstance(fut.exception(), Cancelled))
 
     def cancel(self) -> bool:
         """Withdraw the request. Returns False when it had already finished.

@@ -36,6 +36,7 @@ __all__ = [
     "apply_task",
     "backend_for",
     "build_pipeline",
+    "build_retriever",
     "build_strategy",
     "load_pipeline_dataset",
     "make_backend",
@@ -161,6 +162,8 @@ class Pipeline:
     dataset: Dataset
     strategy: Any
     task: Task
+    retriever: Any = None
+    """What ``ctx.retrieve`` searches (the ``retriever`` section), or None."""
 
     @property
     def problems(self) -> list[Problem]:
@@ -184,6 +187,7 @@ class Pipeline:
             "seed": self.spec.run.seed,
             "limits": self.limits,
             "total_limits": self.total_limits,
+            "retriever": self.retriever,
         }
 
     def run(self, **kw: Any) -> Report:
@@ -221,7 +225,18 @@ def build_pipeline(spec: PipelineSpec, *, backend: Any = None, dataset: Dataset 
     ds = dataset if dataset is not None else load_pipeline_dataset(spec.dataset)
     task = apply_task(ds.task, spec.task)
     strategy = build_strategy(spec.strategy)
+    retriever = build_retriever(spec.retriever)
     problems = list(ds.problems)
     if backend is None:
         backend, problems = backend_for(spec.backend, problems)
-    return Pipeline(spec, backend, Dataset(ds.name, problems, task), strategy, task)
+    return Pipeline(spec, backend, Dataset(ds.name, problems, task), strategy, task, retriever)
+
+
+def build_retriever(spec: Any) -> Any:
+    """The retriever a pipeline's ``retriever`` section names (``None`` stays ``None``); errors are one line."""
+    if spec is None:
+        return None
+    try:
+        return build_component(spec, "retriever")
+    except SpecError as exc:
+        raise ConfigError(str(exc)) from None

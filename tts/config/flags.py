@@ -3,7 +3,8 @@
 ``--n`` is the strategy's own ``n``; ``--temperature``, ``--max-tokens`` and ``--prompt`` go to
 the strategy's ``sampling``/``prompt`` field when it has one, else to its proposer's (a field
 typed ``ProposerSpec``), filling each missing level from the default so the rest is kept. A flag
-that applies nowhere is a one-line :class:`~tts.errors.ConfigError`.
+that applies nowhere is a one-line :class:`~tts.errors.ConfigError`. A wrapper with none of these
+(``rag``) passes the flags to the strategy it wraps (its field typed ``StrategySpec``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ def _nested_set(options: dict[str, Any], cls: Any, path: tuple[str, ...], value:
     node[path[-1]] = value
 
 
+def _wrapped(cls: Any) -> str | None:
+    """The field holding the one strategy ``cls`` wraps (typed ``StrategySpec``) when ``cls`` has no
+    ``n``, sampling, prompt or proposer of its own; else ``None``."""
+    from tts.config.components import field_kind
+
+    fields = cls.Options.model_fields
+    if "n" in fields or _option_path(cls, "sampling") or _option_path(cls, "prompt"):
+        return None
+    return next((name for name in fields if field_kind(cls.Options, name) == "strategy"), None)
+
+
 def _option_path(cls: Any, field: str) -> tuple[str, ...] | None:
     """Where ``field`` (sampling, prompt) lives in strategy ``cls``'s options: its own field, else
     the field of its proposer (a field typed ``ProposerSpec``); ``None`` when neither has it."""
@@ -64,6 +76,14 @@ def strategy_spec(
 
     cls = REGISTRY.get("strategy", name)
     options = {k: v for k, v in (base or {}).items() if k != "name"}
+    inner = _wrapped(cls)
+    if inner is not None:  # a wrapper (rag) with no sampling of its own: the flags go to the strategy it wraps
+        current = options.get(inner) or _default(cls, inner)
+        current = {"name": current} if isinstance(current, str) else dict(current)
+        options[inner] = strategy_spec(
+            current["name"], current, n=n, temperature=temperature, max_tokens=max_tokens, prompt=prompt
+        )
+        return {"name": name, **options}
     if n is not None:
         if "n" not in cls.Options.model_fields:
             raise ConfigError(f"--n does not apply to strategy {name!r}; drop it.")

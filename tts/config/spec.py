@@ -33,8 +33,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from tts.cache import CacheOptions
 from tts.config.components import (
     BackendSpec,
+    RetrieverSpec,
     SpecError,
     StrategySpec,
     options_model,
@@ -148,6 +150,9 @@ class RunSpec(BaseModel):
     """Run seed (each problem's seed derives from it)."""
     out: str | None = None
     """JSONL file for results (``tts-scale run``)."""
+    cache: CacheOptions | None = None
+    """Request cache (:mod:`tts.cache`, studies): ``{path: ..., max_entries: ...}``; ``{enabled: false}``
+    opts this pipeline out of a cache the study sets."""
 
 
 class BudgetSpec(Limits):
@@ -182,17 +187,23 @@ class PipelineSpec(BaseModel):
     strategy: StrategySpec = Field(default_factory=_default_strategy)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     run: RunSpec = Field(default_factory=RunSpec)
+    retriever: RetrieverSpec | None = None
+    """What ``ctx.retrieve`` searches (the ``rag`` strategy, fact checks): ``{name: hybrid, index: DIR, k: 5}``."""
 
     def check(self) -> PipelineSpec:
         """Validate the registered components (the strategy and everything nested in it) and the
         backend's options; raise :class:`~tts.config.components.SpecError` naming the field."""
         validate_component(self.strategy, "strategy", ("strategy",))
+        if self.retriever is not None:
+            validate_component(self.retriever, "retriever", ("retriever",))
         check_backend(self.backend)
         return self
 
     def resolved(self) -> dict[str, Any]:
         """The full configuration with every default filled in (what a study's manifest records)."""
-        d = self.model_dump(mode="json", exclude={"strategy", "backend"})
+        d = self.model_dump(mode="json", exclude={"strategy", "backend", "retriever"})
+        if self.retriever is not None:
+            d["retriever"] = resolve_component(self.retriever, "retriever")
         d["backend"] = {"name": self.backend.name, "quantize": self.backend.quantize, **self.backend.options()}
         d["strategy"] = resolve_component(self.strategy, "strategy")
         return d

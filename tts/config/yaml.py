@@ -180,8 +180,9 @@ def where(loc: tuple[str, ...], sources: list[tuple[str, Lines]]) -> str:
 
 
 def resolve_paths(data: Any, base: Path) -> Any:
-    """A pipeline mapping whose relative dataset file and ``data_dir`` are found beside the YAML
-    file that names them (when they are not found from the working directory)."""
+    """A pipeline mapping whose relative dataset file, ``data_dir`` and retriever ``index`` and
+    ``docs`` are found beside the YAML file that names them (when they are not found from the
+    working directory)."""
     if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
         return data
     ds = dict(data["dataset"])
@@ -191,7 +192,15 @@ def resolve_paths(data: Any, base: Path) -> Any:
             p = Path(value)
             if not p.is_absolute() and not p.exists() and (base / p).exists():
                 ds[key] = str(base / p)
-    return {**data, "dataset": ds}
+    out = {**data, "dataset": ds}
+    if isinstance(data.get("retriever"), dict):  # the retriever's index folder and documents, likewise
+        rv = dict(data["retriever"])
+        for key in ("index", "docs"):
+            value = rv.get(key)
+            if isinstance(value, str) and not Path(value).exists() and (base / value).exists():
+                rv[key] = str(base / value)
+        out["retriever"] = rv
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,8 +20,9 @@ finished.) A pipeline's ``budget`` section gives the run's ``limits`` (per probl
 cost (from the backend's ``pricing``), latency (the scheduler's clock: virtual seconds on the fake
 backend), answer agreement, the samples cut off at the token limit and the Flesch reading ease of
 the final answer; each session of a (configuration, seed) records its wall time, the process's peak
-resident memory and, where the backend reports it as ``kv_cache_usage`` (an attribute or a method
-returning a fraction), the KV-cache use. The session row is written when it starts and updated
+resident memory and the engine's own facts (:mod:`tts.engine_facts`): the largest KV-cache use
+read during the session and the prefix-cache hit rate over it (vLLM's metrics, or a backend's
+``kv_cache_usage`` attribute or method). The session row is written when it starts and updated
 with every result, so a killed session keeps its wall time and count.
 """
 
@@ -37,7 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from tts import runner
+from tts.cache import RequestCache, refuse_semantic_in_study
 from tts.config.build import apply_task, backend_for, build_strategy, load_pipeline_dataset
+from tts.engine_facts import RunFacts
 from tts.runner import RunProgress
 from tts.study.manifest import export, model_info, write_manifest
 from tts.study.spec import Configuration, Study, load_study
@@ -58,13 +61,10 @@ def _peak_rss_kb() -> int | None:
 
 
 def _kv_cache(backend: Any) -> float | None:
-    """KV-cache use where the engine reports it (a backend attribute or method ``kv_cache_usage``)."""
-    value = getattr(backend, "kv_cache_usage", None)
-    try:
-        value = value() if callable(value) else value
-        return float(value) if value is not None else None
-    except Exception:
-        return None
+    """KV-cache use where the engine reports it (:func:`tts.engine_facts.read`)."""
+    from tts.engine_facts import read
+
+    return read(backend).kv_cache_usage
 
 
 def result_rows(
@@ -123,6 +123,8 @@ def result_rows(
         "verifier_prompt_tokens": u.verifier_prompt_tokens,
         "verifier_completion_tokens": u.verifier_completion_tokens,
         "truncated": sum(1 for s in samples if s["finish_reason"] == "length"),
+        "cache_hits": u.cache_hits,
+        "original_tokens": u.original_tokens,
         "cost": u.cost if priced else None,
         "n_samples": len(result.candidates),
         "agreement": agree,
@@ -204,8 +206,18 @@ class StudyRunner:
         backends: Mapping[str, Any] | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         keep_failures: bool | None = None,
+        executor: str = "local",
+        address: str | None = None,
+        workers: int | None = None,
     ) -> None:
         self.study = study
+        self.executor = executor
+        """``local`` (this process) or ``ray`` (:mod:`tts.study.executors`: one Ray actor per worker)."""
+        self.address = address
+        """Ray cluster address (``None``: a local cluster, or the one ``RAY_ADDRESS`` names)."""
+        self.workers = workers
+        """Ray workers, each with its own engine (``None``: one per CPU the cluster has free)."""
+        self._caches: dict[str, Any] = {}
         self.given = dict(backends or {})
         self.progress = progress
         self.keep_failures = study.spec.keep_failures if keep_failures is None else keep_failures
@@ -325,6 +337,11 @@ class StudyRunner:
                 from tts.errors import ConfigError
 
                 raise ConfigError(f"dataset {cfg.spec.dataset.name!r} has no problems; check the file or --limit.")
+            refuse_semantic_in_study(cfg.spec.run.cache, cfg.label)
+        if self.executor not in ("local", "ray"):
+            from tts.errors import ConfigError
+
+            raise ConfigError(f"--executor must be local or ray, got {self.executor!r}.")
         study.out.mkdir(parents=True, exist_ok=True)
         store = Store(study.store_path)
         ran = skipped = 0
@@ -333,11 +350,16 @@ class StudyRunner:
             for cfg in study.configs:
                 store.add_config(cfg.id, cfg.label, cfg.pipeline, cfg.position, cfg.n_value, cfg.sweep, cfg.resolved)
             write_manifest(study, self._models())
-            for cfg in study.configs:
-                for seed in study.spec.seeds:
-                    r, s = await self._run_config(store, cfg, seed)
-                    ran += r
-                    skipped += s
+            if self.executor == "ray":
+                from tts.study.executors import run_on_ray
+
+                ran, skipped = run_on_ray(self, store)
+            else:
+                for cfg in study.configs:
+                    for seed in study.spec.seeds:
+                        r, s = await self._run_config(store, cfg, seed)
+                        ran += r
+                        skipped += s
             write_manifest(study, self._models())
             from tts.study.analysis import compute_metrics, metric_warnings
 
@@ -374,19 +396,23 @@ class StudyRunner:
             return 0, len(problems)
         position = {p.id: i for i, p in enumerate(problems)}
         priced = getattr(backend, "pricing", None) is not None
+        scheduler.cache = self.cache(cfg)  # per run: a pipeline may opt out
         label = f"{cfg.label} seed={seed}" if len(self.study.spec.seeds) > 1 else cfg.label
         finished = 0
         started, t0 = time.time(), time.perf_counter()
         run_id = store.start_run(cfg.id, seed, started)
+        facts = RunFacts(backend)  # the engine's own KV-cache and prefix-cache counters
 
         def session(count: int) -> dict[str, Any]:
             wall = time.perf_counter() - t0
+            facts.update()
             return {
                 "id": run_id,
                 "wall": wall,
                 "problems": count,
                 "peak_rss_kb": _peak_rss_kb(),
-                "kv_cache": _kv_cache(backend),
+                "kv_cache": facts.peak,
+                "prefix_cache_hit_rate": facts.prefix_cache_hit_rate,
             }
 
         def on_result(result: Any) -> None:
@@ -416,6 +442,19 @@ class StudyRunner:
         finally:
             store.update_run(session(finished))
         return finished, len(problems) - len(todo)
+
+    def cache(self, cfg: Configuration, run_id: str | None = None) -> Any:
+        """The request cache of one run of ``cfg`` (``None``: none, or opted out), opened once
+        per file; each run starts a new cache run (unseeded entries are served only to later runs)."""
+        options = cfg.spec.run.cache
+        if options is None or not options.enabled:
+            return None
+        key = options.model_dump_json()
+        if key not in self._caches:
+            self._caches[key] = RequestCache.from_options(options)
+        cache = self._caches[key]
+        cache.new_run(run_id)
+        return cache
 
     @property
     def backends(self) -> list[Any]:

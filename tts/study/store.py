@@ -82,6 +82,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "status",
     "cost",
     "truncated",
+    "cache_hits",
+    "original_tokens",
 )
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "config_id",
@@ -132,8 +134,11 @@ _ADDED = {
         ("verifier_prompt_tokens", "INTEGER"),
         ("verifier_completion_tokens", "INTEGER"),
         ("truncated", "INTEGER"),
+        ("cache_hits", "INTEGER"),
+        ("original_tokens", "INTEGER"),
     ),
     "samples": (("passed", "INTEGER"),),
+    "runs": (("prefix_cache_hit_rate", "REAL"),),
 }
 """Columns added since schema version 1 (an older store gets them, NULL, when opened for writing)."""
 
@@ -338,14 +343,23 @@ class Store:
         return int(cur.lastrowid or 0)
 
     def update_run(self, run: dict[str, Any]) -> None:
-        """Set a session's ``wall``, ``problems``, ``peak_rss_kb`` and ``kv_cache`` (by ``id``)."""
+        """Set a session's ``wall``, ``problems``, ``peak_rss_kb``, ``kv_cache`` and
+        ``prefix_cache_hit_rate`` (by ``id``)."""
         with self.db:
             self._update_run(run)
 
     def _update_run(self, run: dict[str, Any]) -> None:
         self.db.execute(
-            "UPDATE runs SET wall = ?, problems = ?, peak_rss_kb = ?, kv_cache = COALESCE(?, kv_cache) WHERE id = ?",
-            (run["wall"], run["problems"], run.get("peak_rss_kb"), run.get("kv_cache"), run["id"]),
+            "UPDATE runs SET wall = ?, problems = ?, peak_rss_kb = ?, kv_cache = COALESCE(?, kv_cache), "
+            "prefix_cache_hit_rate = COALESCE(?, prefix_cache_hit_rate) WHERE id = ?",
+            (
+                run["wall"],
+                run["problems"],
+                run.get("peak_rss_kb"),
+                run.get("kv_cache"),
+                run.get("prefix_cache_hit_rate"),
+                run["id"],
+            ),
         )
 
     # ------------------------------------------------------------------ reading
