@@ -19,10 +19,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tts.config.components import BackendSpec, SpecError, StrategySpec, as_spec, build_component
+from tts.cache import CacheOptions
+from tts.config.components import BackendSpec, SpecError, StrategySpec, as_spec, build_component, options_model
 from tts.config.spec import DatasetSpec, PipelineSpec, TaskSpec, check_backend
 from tts.errors import ConfigError
 from tts.limits import Limits
+from tts.objectives import Policy, policy
+from tts.registry import REGISTRY
 
 if typing.TYPE_CHECKING:
     from tts.backends.base import Backend
@@ -181,6 +184,7 @@ class Pipeline:
 
     def run_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`tts.runner.arun` this pipeline's sections set."""
+        objective = self.spec.run.objective
         return {
             "task": self.task,
             "concurrency": self.spec.run.concurrency,
@@ -188,13 +192,27 @@ class Pipeline:
             "limits": self.limits,
             "total_limits": self.total_limits,
             "retriever": self.retriever,
+            **({"priority": policy(objective).priority} if objective else {}),
         }
+
+    def engine(self) -> Any:
+        """What the run submits to: the backend, behind a scheduler with the request cache when
+        ``run.cache`` is set (and enabled) or the objective's policy wants one."""
+        from tts.cache import RequestCache
+        from tts.scheduler import Scheduler
+
+        run = self.spec.run
+        options = run.cache
+        if options is None and run.objective is not None and policy(run.objective).cache:
+            options = CacheOptions()
+        cache = RequestCache.from_options(options)
+        return Scheduler(self.backend, cache=cache) if cache is not None else self.backend
 
     def run(self, **kw: Any) -> Report:
         """Run the strategy over the dataset (:func:`tts.runner.run`); ``kw`` overrides run options."""
         from tts.runner import run
 
-        return run(self.strategy, self.problems, self.backend, **{**self.run_options(), **kw})
+        return run(self.strategy, self.problems, self.engine(), **{**self.run_options(), **kw})
 
 
 def load_pipeline_dataset(spec: DatasetSpec, task: TaskSpec | None = None) -> Dataset:
@@ -224,12 +242,26 @@ def build_pipeline(spec: PipelineSpec, *, backend: Any = None, dataset: Dataset 
         raise ConfigError(str(exc)) from None
     ds = dataset if dataset is not None else load_pipeline_dataset(spec.dataset)
     task = apply_task(ds.task, spec.task)
+    if spec.run.objective is not None:  # the policy's knobs, where the pipeline left them unset
+        spec = _with_policy(spec, policy(spec.run.objective))
     strategy = build_strategy(spec.strategy)
     retriever = build_retriever(spec.retriever)
     problems = list(ds.problems)
     if backend is None:
         backend, problems = backend_for(spec.backend, problems)
     return Pipeline(spec, backend, Dataset(ds.name, problems, task), strategy, task, retriever)
+
+
+def _with_policy(spec: PipelineSpec, pol: Policy) -> PipelineSpec:
+    """``spec`` with an objective's backend and strategy knobs filled in (set ones win)."""
+    backend = spec.backend.model_dump(exclude_unset=True)
+    backend = {"name": spec.backend.name, **pol.backend_options(spec.backend.name, backend)}
+    strategy = spec.strategy.model_dump(exclude_unset=True)
+    cls = REGISTRY.get("strategy", spec.strategy.name)
+    strategy = {"name": spec.strategy.name, **pol.strategy_options(strategy, set(options_model(cls).model_fields))}
+    return spec.model_copy(
+        update={"backend": BackendSpec.model_validate(backend), "strategy": StrategySpec.model_validate(strategy)}
+    )
 
 
 def build_retriever(spec: Any) -> Any:

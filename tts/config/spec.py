@@ -29,7 +29,7 @@ import difflib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
@@ -153,6 +153,9 @@ class RunSpec(BaseModel):
     cache: CacheOptions | None = None
     """Request cache (:mod:`tts.cache`, studies): ``{path: ..., max_entries: ...}``; ``{enabled: false}``
     opts this pipeline out of a cache the study sets."""
+    objective: Literal["latency", "throughput", "cost"] | None = None
+    """What the run optimises (:mod:`tts.objectives`): the engine batching, length grouping, request
+    cache, early stopping and run priority its policy sets, where the pipeline left them unset."""
 
 
 class BudgetSpec(Limits):

@@ -338,6 +338,14 @@ class StudyRunner:
 
                 raise ConfigError(f"dataset {cfg.spec.dataset.name!r} has no problems; check the file or --limit.")
             refuse_semantic_in_study(cfg.spec.run.cache, cfg.label)
+            if cfg.spec.run.objective is not None:
+                from tts.errors import ConfigError
+
+                raise ConfigError(
+                    f"{cfg.label}: run.objective is refused in studies (a study measures the configuration as "
+                    "written; its knobs would change results under the same configuration id); drop run.objective "
+                    "and set the knobs (stop, backend batching, run.cache) in the configuration."
+                )
         if self.executor not in ("local", "ray"):
             from tts.errors import ConfigError
 
