@@ -33,14 +33,14 @@ import dataclasses
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from tts.backends.base import Handle
 from tts.context import Context
-from tts.errors import BudgetExceeded, Cancelled
+from tts.errors import BudgetExceeded, Cancelled, parse_options
 from tts.prompts import fill
 from tts.sampling import Count, SamplingParams
 from tts.strategies import _select
@@ -48,7 +48,7 @@ from tts.strategies._scoring import VerifierSpec, Weighted, build_verifiers, res
 from tts.strategies._tree_prompts import PROMPT_SETS, prompt_set
 from tts.types import Candidate, Completion, Problem, Request, Result, Score
 
-__all__ = ["Aggregate", "Search", "SearchOptions", "aggregate"]
+__all__ = ["Aggregate", "Search", "SearchOptions", "SearchStrategy", "aggregate"]
 
 Aggregate = Literal["last", "min", "product", "mean"]
 _VOTE = re.compile(r"best choice is\D{0,8}(\d+)", re.IGNORECASE)
@@ -451,3 +451,25 @@ class Search:
         )
         result.status = self.status
         return result
+
+
+OptionsT = TypeVar("OptionsT", bound=SearchOptions)
+
+
+class SearchStrategy(Generic[OptionsT]):
+    """What every search strategy shares: its options, scorers and verifiers, and the core for one
+    problem (:meth:`search`). A strategy adds its ``name``, ``Options`` and ``solve``."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[SearchOptions]]
+
+    def __init__(self, options: OptionsT | None = None, *, scorers: Sequence[Any] | None = None, **kw: object) -> None:
+        self.options: OptionsT = cast(
+            OptionsT, options or parse_options(self.Options, kw, where=f"strategy {self.name}")
+        )
+        self.scorers = list(scorers or [])
+        self.verifiers = Search.verifiers_of(self.options)
+
+    def search(self, problem: Problem, ctx: Context) -> Search:
+        """The search core for ``problem``, with this strategy's options, verifiers and scorers."""
+        return Search(problem, ctx, self.options, self.verifiers, self.scorers, who=self.name)

@@ -7,13 +7,11 @@ subtrees of all problems expand together through the search core (:mod:`tts.stra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from tts.context import Context
-from tts.errors import parse_options
 from tts.sampling import Count
-from tts.strategies._search import Search, SearchOptions
+from tts.strategies._search import SearchOptions, SearchStrategy
 from tts.types import Problem, Result
 
 __all__ = ["DVTS", "DVTSOptions"]
@@ -28,22 +26,15 @@ class DVTSOptions(SearchOptions):
     """The answer: the best finished path, or the answer with the most value over finished paths."""
 
 
-class DVTS:
+class DVTS(SearchStrategy[DVTSOptions]):
     """Independent greedy subtrees under one verifier (see the module docstring)."""
 
     name: ClassVar[str] = "dvts"
     Options = DVTSOptions
 
-    def __init__(
-        self, options: DVTSOptions | None = None, *, scorers: Sequence[Any] | None = None, **kw: object
-    ) -> None:
-        self.options = options or parse_options(self.Options, kw, where=f"strategy {self.name}")
-        self.scorers = list(scorers or [])
-        self.verifiers = Search.verifiers_of(self.options)
-
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
-        s = Search(problem, ctx, o, self.verifiers, self.scorers, who=self.name)
+        s = self.search(problem, ctx)
 
         async def body() -> None:
             heads = [0] * max(o.n // o.beam_width, 1)  # every subtree starts at the root

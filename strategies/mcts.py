@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from tts.context import Context
-from tts.errors import parse_options
 from tts.sampling import Count
-from tts.strategies._search import Search, SearchOptions
+from tts.strategies._search import SearchOptions, SearchStrategy
 from tts.types import Problem, Result
 
 __all__ = ["MCTS", "MCTSOptions"]
@@ -42,22 +40,15 @@ class MCTSOptions(SearchOptions):
     select: Literal["best", "vote"] = "best"
 
 
-class MCTS:
+class MCTS(SearchStrategy[MCTSOptions]):
     """UCT search with parallel rollouts under virtual loss (see the module docstring)."""
 
     name: ClassVar[str] = "mcts"
     Options = MCTSOptions
 
-    def __init__(
-        self, options: MCTSOptions | None = None, *, scorers: Sequence[Any] | None = None, **kw: object
-    ) -> None:
-        self.options = options or parse_options(self.Options, kw, where=f"strategy {self.name}")
-        self.scorers = list(scorers or [])
-        self.verifiers = Search.verifiers_of(self.options)
-
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
-        s = Search(problem, ctx, o, self.verifiers, self.scorers, who=self.name)
+        s = self.search(problem, ctx)
         stats: dict[int, list[float]] = {}  # node -> [visits, total value, virtual visits]
         expanding: dict[int, asyncio.Future[list[list[int]]]] = {}
 

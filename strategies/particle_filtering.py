@@ -10,15 +10,13 @@ Built on the search core (:mod:`tts.strategies._search`); resampling uses the pr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from tts.context import Context
-from tts.errors import parse_options
 from tts.sampling import Count
-from tts.strategies._search import Search, SearchOptions
+from tts.strategies._search import SearchOptions, SearchStrategy
 from tts.types import Problem, Result
 
 __all__ = ["ParticleFiltering", "ParticleFilteringOptions"]
@@ -32,22 +30,15 @@ class ParticleFilteringOptions(SearchOptions):
     select: Literal["best", "vote"] = "best"
 
 
-class ParticleFiltering:
+class ParticleFiltering(SearchStrategy[ParticleFilteringOptions]):
     """Sequential Monte Carlo over steps with verifier weights (see the module docstring)."""
 
     name: ClassVar[str] = "particle_filtering"
     Options = ParticleFilteringOptions
 
-    def __init__(
-        self, options: ParticleFilteringOptions | None = None, *, scorers: Sequence[Any] | None = None, **kw: object
-    ) -> None:
-        self.options = options or parse_options(self.Options, kw, where=f"strategy {self.name}")
-        self.scorers = list(scorers or [])
-        self.verifiers = Search.verifiers_of(self.options)
-
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
-        s = Search(problem, ctx, o, self.verifiers, self.scorers, who=self.name)
+        s = self.search(problem, ctx)
 
         async def body() -> None:
             particles = [0] * o.particles

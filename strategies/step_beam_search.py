@@ -12,13 +12,11 @@ its mechanics are the search core's (:mod:`tts.strategies._search`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from tts.context import Context
-from tts.errors import parse_options
 from tts.sampling import Count, CountOrZero
-from tts.strategies._search import Search, SearchOptions
+from tts.strategies._search import SearchOptions, SearchStrategy
 from tts.types import Problem, Result
 
 __all__ = ["StepBeamSearch", "StepBeamSearchOptions"]
@@ -33,22 +31,15 @@ class StepBeamSearchOptions(SearchOptions):
     """Greedy steps rolled out past each candidate before it is scored (0: score it as it is)."""
 
 
-class StepBeamSearch:
+class StepBeamSearch(SearchStrategy[StepBeamSearchOptions]):
     """Beam search over reasoning steps, scored by verifiers (see the module docstring)."""
 
     name: ClassVar[str] = "step_beam_search"
     Options = StepBeamSearchOptions
 
-    def __init__(
-        self, options: StepBeamSearchOptions | None = None, *, scorers: Sequence[Any] | None = None, **kw: object
-    ) -> None:
-        self.options = options or parse_options(self.Options, kw, where=f"strategy {self.name}")
-        self.scorers = list(scorers or [])
-        self.verifiers = Search.verifiers_of(self.options)
-
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
-        s = Search(problem, ctx, o, self.verifiers, self.scorers, who=self.name)
+        s = self.search(problem, ctx)
 
         async def body() -> None:
             beams = [0] * o.beam_width  # the beam starts full, every path at the root

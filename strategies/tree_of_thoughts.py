@@ -18,13 +18,11 @@ Game of 24 setup.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from tts.context import Context
-from tts.errors import parse_options
 from tts.sampling import Count
-from tts.strategies._search import Search, SearchOptions
+from tts.strategies._search import SearchOptions, SearchStrategy
 from tts.types import Problem, Result
 
 __all__ = ["TreeOfThoughts", "TreeOfThoughtsOptions"]
@@ -46,22 +44,15 @@ class TreeOfThoughtsOptions(SearchOptions):
     """DFS: most states expanded before giving up."""
 
 
-class TreeOfThoughts:
+class TreeOfThoughts(SearchStrategy[TreeOfThoughtsOptions]):
     """BFS or DFS over partial reasoning paths (see the module docstring)."""
 
     name: ClassVar[str] = "tree_of_thoughts"
     Options = TreeOfThoughtsOptions
 
-    def __init__(
-        self, options: TreeOfThoughtsOptions | None = None, *, scorers: Sequence[Any] | None = None, **kw: object
-    ) -> None:
-        self.options = options or parse_options(self.Options, kw, where=f"strategy {self.name}")
-        self.scorers = list(scorers or [])
-        self.verifiers = Search.verifiers_of(self.options)
-
     async def solve(self, problem: Problem, ctx: Context) -> Result:
         o = self.options
-        s = Search(problem, ctx, o, self.verifiers, self.scorers, who=self.name)
+        s = self.search(problem, ctx)
 
         def worthy(nodes: list[int]) -> list[int]:
             low = [n for n in s.open(nodes) if o.threshold is not None and s.value(n) < o.threshold]
