@@ -71,3 +71,16 @@ def test_a_study_refuses_an_objective_in_one_line(tmp_path: Path) -> None:
     msg = str(exc.value)
     assert "run.objective is refused in studies" in msg and "drop run.objective" in msg and "\n" not in msg
     assert not (tmp_path / "out" / "results.jsonl").exists()  # refused before anything is written
+
+
+def test_tts_scale_run_honours_the_objective_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from tts.cli import app
+
+    monkeypatch.setenv("TTS_SCALE_CACHE", str(tmp_path / "cache.sqlite"))
+    p = tmp_path / "p.yaml"
+    p.write_text(PIPELINE.format(stop="", run=", seed: 3, objective: cost"))
+    result = CliRunner().invoke(app, ["run", str(p)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cache.sqlite").exists()  # the cost policy's request cache was used by the CLI run

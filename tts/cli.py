@@ -148,6 +148,20 @@ def build_retriever(spec: Any) -> Any:
     return build(spec)
 
 
+def engine_for(run: Any, backend: Any) -> Any:
+    """:func:`tts.config.build.engine_for` (imported when used)."""
+    from tts.config.build import engine_for as build
+
+    return build(run, backend)
+
+
+def policy(objective: str) -> Any:
+    """:func:`tts.objectives.policy` (imported when used)."""
+    from tts.objectives import policy as get
+
+    return get(objective)
+
+
 def _print(obj: Any) -> None:
     from rich.console import Console
 
@@ -224,7 +238,7 @@ def run(
         fh = _open_out(spec.run.out, force) if spec.run.out else None
         try:
             report = _execute(
-                be,
+                engine_for(spec.run, be),  # the request cache, when run.cache or run.objective asks for one
                 ds,
                 strat,
                 out=fh,
@@ -234,6 +248,7 @@ def run(
                 limits=spec.budget.per_problem(),
                 total_limits=spec.budget.total(),
                 retriever=build_retriever(spec.retriever),
+                priority=policy(spec.run.objective).priority if spec.run.objective else 0,
             )
         finally:
             if fh is not None:

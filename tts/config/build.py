@@ -21,7 +21,7 @@ from typing import Any
 
 from tts.cache import CacheOptions
 from tts.config.components import BackendSpec, SpecError, StrategySpec, as_spec, build_component, options_model
-from tts.config.spec import DatasetSpec, PipelineSpec, TaskSpec, check_backend
+from tts.config.spec import DatasetSpec, PipelineSpec, RunSpec, TaskSpec, check_backend
 from tts.errors import ConfigError
 from tts.limits import Limits
 from tts.objectives import Policy, policy
@@ -196,23 +196,27 @@ class Pipeline:
         }
 
     def engine(self) -> Any:
-        """What the run submits to: the backend, behind a scheduler with the request cache when
-        ``run.cache`` is set (and enabled) or the objective's policy wants one."""
-        from tts.cache import RequestCache
-        from tts.scheduler import Scheduler
-
-        run = self.spec.run
-        options = run.cache
-        if options is None and run.objective is not None and policy(run.objective).cache:
-            options = CacheOptions()
-        cache = RequestCache.from_options(options)
-        return Scheduler(self.backend, cache=cache) if cache is not None else self.backend
+        """What the run submits to (:func:`engine_for`)."""
+        return engine_for(self.spec.run, self.backend)
 
     def run(self, **kw: Any) -> Report:
         """Run the strategy over the dataset (:func:`tts.runner.run`); ``kw`` overrides run options."""
         from tts.runner import run
 
         return run(self.strategy, self.problems, self.engine(), **{**self.run_options(), **kw})
+
+
+def engine_for(run: RunSpec, backend: Any) -> Any:
+    """What a run submits to: ``backend``, behind a scheduler with the request cache when
+    ``run.cache`` is set (and enabled) or the objective's policy wants one."""
+    from tts.cache import RequestCache
+    from tts.scheduler import Scheduler
+
+    options = run.cache
+    if options is None and run.objective is not None and policy(run.objective).cache:
+        options = CacheOptions()
+    cache = RequestCache.from_options(options)
+    return Scheduler(backend, cache=cache) if cache is not None else backend
 
 
 def load_pipeline_dataset(spec: DatasetSpec, task: TaskSpec | None = None) -> Dataset:
