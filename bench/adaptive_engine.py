@@ -10,14 +10,17 @@ generated tokens from the engine's own counter (``vllm:generation_tokens``, read
 each strategy) beside tts-scale's count, wall time per strategy. ``--stage choose`` stops after
 the choice. The engine runs in async mode by default (requests stream into ``AsyncLLM`` as they
 come, so adaptive windows do not wait for a batch to end; ``--mode offline`` for batched
-``LLM.generate`` calls).
+``LLM.generate`` calls). The engine runs in float32 by default: on CPUs without AVX512-BF16,
+vLLM has no oneDNN kernel for bfloat16 linears and falls back to a path more than 3x slower.
+On the shared 2-core machine (one core for vLLM's worker, ~120 generated tokens/s) the whole
+bench needs about an hour of the engine: ``add1`` samples use ~50-60 tokens, ``add2`` ~85.
 
 Printed last: ``noninferior=<1 if the lower bound of adaptive - fixed is at least -0.03, or adaptive
 agrees with fixed n=8's answer on at least 95% of problems>``, ``wall_ratio=<adaptive/fixed>`` and
 ``token_ratio=<adaptive/fixed>`` (targets: wall ratio <= 0.8, token ratio <= 0.6 with
 noninferior=1).
 
-    flock /tmp/h3/engine.lock python bench/adaptive_engine.py [--stage choose] [--problems 200]
+    python bench/adaptive_engine.py [--stage choose] [--problems 200] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ import argparse
 import time
 from typing import Any
 
-CANDIDATES: tuple[tuple[str, str, int], ...] = (("add2", "cot", 96), ("add1", "cot", 64))
-"""(built-in task, prompt, max_tokens) tried by ``--stage choose``, in order."""
+CANDIDATES: tuple[tuple[str, str, int], ...] = (("add1", "cot", 64), ("add2", "cot", 96))
+"""(built-in task, prompt, max_tokens) tried by ``--stage choose``, in order: cheapest first (a probe
+of greedy and fixed n=8 only, 40 problems, measured ~50-60 generated tokens per ``add1`` sample at
+~110 tokens/s on this machine's engine; ``add2`` at 96 tokens costs more)."""
 PROBLEMS, N, TEMPERATURE = 200, 8, 0.7
 
 
@@ -36,7 +41,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
     return VLLMBackend(
         mode=args.mode,
-        dtype="bfloat16",
+        dtype=args.dtype,
         enforce_eager=True,
         kv_cache_memory_bytes=2 << 30,
         max_model_len=1024,
@@ -94,6 +99,8 @@ def measure(
             "tts_tokens": report.usage.completion_tokens,
             "samples": report.usage.completions,
         }
+        r = out["runs"][label]
+        print(f"  ran {task_name} {label}: wall_s={wall:.1f} engine_tokens={r['engine_tokens']:.0f}", flush=True)
     return out
 
 
@@ -141,6 +148,7 @@ def main() -> None:
     parser.add_argument("--stage", choices=("choose", "run"), default="run")
     parser.add_argument("--problems", type=int, default=PROBLEMS)
     parser.add_argument("--mode", choices=("offline", "async"), default="async")
+    parser.add_argument("--dtype", default="float32", help="float32: bfloat16 has no oneDNN kernel on AVX2-only CPUs")
     args = parser.parse_args()
     start = time.perf_counter()
     backend = _engine(args)

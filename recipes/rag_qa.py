@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import tts
+from tts.baselines import baseline_accuracies
 from tts.progress import execute
 from tts.recipe import arguments, backend_of, print_table
 from tts.retrieval import BM25Retriever
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     c = tts.compare(closed, with_rag)
     print(f"closed-book accuracy: {c.accuracy_a:.3f}")
     print(f"rag accuracy: {c.accuracy_b:.3f}")
+    for name, accuracy in baseline_accuracies(data.problems, task):
+        print(f"baseline {name}: {accuracy:.3f}")
     print(f"difference: {c.difference:+.3f} (95% CI [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}], {c.problems} problems)")
 
 

@@ -36,7 +36,9 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into vectors (one row per text)."""
+    """Turns texts into vectors (one row per text). An embedder whose rows are always unit length
+    may say so with ``normalized = True``: an index then uses them as they are (it normalises
+    every other embedder's rows itself)."""
 
     def embed(self, texts: Sequence[str]) -> Any:
         """A (len(texts), dim) array-like of embeddings."""
@@ -46,6 +48,9 @@ class Embedder(Protocol):
 class SentenceTransformerEmbedder:
     """A sentence-transformers model returning unit-length embeddings. ``model=None`` loads the
     packaged all-MiniLM-L6-v2; any other value is a local path or a hub id. Loads on first ``embed``."""
+
+    normalized = True
+    """``embed`` returns unit-length rows (``normalize_embeddings=True``)."""
 
     def __init__(
         self, model: str | None = None, *, device: str | None = None, batch_size: int = 64, progress: bool = False
@@ -106,6 +111,9 @@ class HashEmbedder:
     """A deterministic, dependency-free fake: hashed word and word-pair counts in ``dim`` buckets,
     unit length. Texts sharing words get close vectors, so retrieval tests run in milliseconds;
     it knows no synonyms (the real embedder does)."""
+
+    normalized = True
+    """``embed`` returns unit-length rows (all-zero rows, for texts without words, aside)."""
 
     def __init__(self, dim: int = 256) -> None:
         if dim < 8:

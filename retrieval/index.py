@@ -218,6 +218,13 @@ class Index:
                 f"embedder {self.embedder_name!r} gives {vectors.shape[1]}-dimensional vectors but the index "
                 f"holds {self.dimension}-dimensional ones; use the index's embedder or rebuild the index."
             )
+        if getattr(self.embedder, "normalized", False):  # it says its rows are unit length
+            return vectors
+        if len(vectors) == 1:  # a query: one dot product, no division when already unit length
+            norm = float(vectors[0] @ vectors[0]) ** 0.5
+            if norm > 0 and abs(norm - 1.0) > 1e-6:
+                vectors /= norm
+            return vectors
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors /= np.where(norms == 0, 1.0, norms)
         return vectors
@@ -314,7 +321,7 @@ class Index:
         if self._dense is None or self._dense.ntotal == 0:
             return []
         scores, rows = self._dense.search(vector, min(depth, self._dense.ntotal))
-        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
+        return [(r, s) for r, s in zip(rows[0].tolist(), scores[0].tolist(), strict=True) if r >= 0]
 
     def _bm25_rows_for(self, query: str, depth: int) -> list[tuple[int, float]]:
         if self._bm25 is None or self._bm25_rows == 0:

@@ -168,6 +168,7 @@ class FewShotProposer:
         self.selector = selector or make_selector(self.options.select)
         self._templates: dict[Any, PromptTemplate] = {}
         self._last: tuple[Any, PromptTemplate] | None = None
+        self._last_plan: tuple[SamplingParams, int, SamplingParams] | None = None
         self._pool: tuple[Example, ...] | None = None
 
     @property
@@ -218,7 +219,10 @@ class FewShotProposer:
             base = o.seed if o.seed is not None else (ctx.seed or 0)
             return [o.sampling.replace(n=1, temperature=temps[i % len(temps)], seed=base + i) for i in range(n)]
         if not o.temperatures:
-            return [o.sampling.with_n(n)]
+            last = self._last_plan  # the common case: the same n as the previous problem (no copy)
+            if last is None or last[0] is not o.sampling or last[1] != n:
+                last = self._last_plan = (o.sampling, n, o.sampling.with_n(n))
+            return [last[2]]
         counts = [n // len(temps) + (1 if i < n % len(temps) else 0) for i in range(len(temps))]
         return [o.sampling.replace(n=c, temperature=t) for t, c in zip(temps, counts, strict=True) if c]
 
@@ -227,7 +231,7 @@ class FewShotProposer:
         the task's assistant prefix followed by the template's."""
         o = self.options
         template = self.template(ctx)
-        shots = await self.examples(problem, ctx)
+        shots = await self.examples(problem, ctx) if o.shots else []
         return [
             template.request(
                 params,

@@ -77,7 +77,6 @@ _STATED_RE = re.compile(r"(?i:\banswer(?:\s+is|\s*:))\s*\(?\$?([A-Z])\$?\)?(?=[.
 
 
 @functools.lru_cache(maxsize=256)
-@functools.lru_cache(maxsize=256)
 def placeholders(*texts: str) -> frozenset[str]:
     """The single capital letters that instruction ``texts`` use as the answer's placeholder: the
     ``X`` of "where X is ..." and of a quoted "The answer is X." / "Answer: X" (not "Answer: A, B

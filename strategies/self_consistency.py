@@ -12,8 +12,12 @@ any of them. Options add:
 - confidence filtering (``keep``, DeepConf, Fu et al., 2025): only the top fraction of chains by
   confidence (mean token logprob or lowest group mean) vote. Offline: after all chains are drawn.
   Online (``online=True``): the first ``warmup`` chains set the confidence bar and later chains
-  below it are dropped as they arrive (whole chains: cutting a chain mid-generation needs a
-  streaming backend);
+  below it are dropped as they arrive. With ``cut=True`` (DeepConf's early termination; needs
+  ``confidence: lowest_group`` and a streaming backend: vLLM ``mode: async``, OpenAI
+  ``stream: true``, the fake) a later chain is cut mid-generation as soon as its running group
+  confidence falls below the bar (:class:`~tts.strategies._watch.GroupConfidenceCut`): the same
+  chains are dropped as without ``cut`` (the same vote), but a dropped chain is charged only the
+  tokens generated until its cut. Cut chains do not vote; ``meta["cut"]`` counts them;
 - early stopping (``stop``; rules in :mod:`tts.strategies._stop`): chains are drawn in draws
   of ``window`` samples and drawing stops when the rule says the vote is settled (or, for a count
   vote, when the leader is further ahead than the samples left); requests still
@@ -45,6 +49,7 @@ from tts.strategies._proposer import SampledOptions, build_proposer, check_sampl
 from tts.strategies._scoring import VerifierSpec, build_verifiers, resolve_verifiers, score_candidates
 from tts.strategies._select import Tally, decided
 from tts.strategies._stop import AUTO, StopRule, auto_lookahead, sample_windows, should_stop
+from tts.strategies._watch import GroupConfidenceCut
 from tts.types import Candidate, Problem, Result
 
 __all__ = ["SelfConsistency", "SelfConsistencyOptions"]
@@ -72,6 +77,10 @@ class SelfConsistencyOptions(SampledOptions):
     online: bool = False
     """DeepConf online: the first ``warmup`` chains set the confidence bar for the later ones."""
     warmup: Count = 16
+    cut: bool = False
+    """DeepConf online early termination: cut a later chain mid-generation once the mean logprob of
+    its last ``group`` tokens falls below the bar (needs ``online``, ``confidence: lowest_group``
+    and a streaming backend; the vote is the one without ``cut``, for fewer tokens)."""
     stop: StopRule = "none"
     """Early stopping: ``auto`` (the documented adaptive setting), ``outcome``, ``esc``, ``beta``,
     ``dirichlet``, ``consensus`` or ``none`` (draw all n)."""
@@ -112,6 +121,13 @@ class SelfConsistencyOptions(SampledOptions):
             raise ValueError(f"keep must be < 1 with online=True (the fraction kept), got {self.keep}.")
         if self.online and self.warmup > self.n:
             raise ValueError(f"warmup must be <= n={self.n}, got {self.warmup}.")
+        if self.cut and not self.online:
+            raise ValueError("cut needs online=True (the warmup chains set the bar chains are cut at).")
+        if self.cut and self.confidence != "lowest_group":
+            raise ValueError(
+                f"cut needs confidence='lowest_group' (chains are cut on their running group confidence), "
+                f"got {self.confidence!r}."
+            )
         return self
 
 
@@ -162,6 +178,8 @@ class SelfConsistency:
             meta["weights"] = _select.vote_counts(_select.group(voters), [weights[i] for i in kept])
         if o.keep < 1:
             meta["kept"] = len(kept)
+        if o.cut:
+            meta["cut"] = sum(1 for c in candidates if c.completion is not None and c.completion.finish_reason == "cut")
         if o.stop != "none" or o.online:
             meta["samples"], meta["stopped"] = len(candidates), stopped
         return Result.choose(problem, candidates, winner=kept[pick] if pick is not None else None, **meta)
@@ -215,8 +233,14 @@ class SelfConsistency:
                 confs = [self._confidence(c) for c in new]
                 mine = _select.top_fraction(confs, o.keep)
                 bar.append(min(v for i in mine if (v := confs[i]) is not None) if mine else math.inf)
-            elif o.online:
-                mine = [i for i, c in enumerate(new) if (conf := self._confidence(c)) is not None and conf >= bar[0]]
+            elif o.online:  # a chain cut mid-generation fell below the bar: it does not vote
+                mine = [
+                    i
+                    for i, c in enumerate(new)
+                    if (conf := self._confidence(c)) is not None
+                    and conf >= bar[0]
+                    and (c.completion is None or c.completion.finish_reason != "cut")
+                ]
             else:
                 mine = range(len(new))
             for i in mine:
@@ -227,6 +251,8 @@ class SelfConsistency:
             return should_stop(o.stop, tally, new, o.threshold, remaining=o.n - len(seen), epsilon=o.epsilon)
 
         first = o.warmup if o.online else o.pilot or o.window
+        if o.cut:
+            ctx = ctx.watching(lambda _request: GroupConfidenceCut(o.group, lambda: bar[0] if bar else None), self.name)
         draw = await self.proposer.drawer(problem, ctx)
         lookahead: int | Callable[[], int] = (
             (lambda: auto_lookahead(ctx, o.window, o.n - len(seen))) if o.lookahead == "auto" else o.lookahead

@@ -7,6 +7,7 @@ import asyncio
 import math
 import subprocess
 import sys
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -147,3 +148,43 @@ def test_a_failed_problem_error_never_carries_a_registered_secret() -> None:
     report = run(Leaky(), [Problem("a", "q", "4")], FakeBackend())  # type: ignore[arg-type]
     assert "sk-test-0123456789abcdef" not in (report.results[0].error or "")
     assert report.results[0].status == "failed"
+
+
+def test_no_package_module_is_over_600_lines() -> None:
+    """Each module stays short enough to read (the consolidation's rule): every ``.py`` file of the
+    packages, backends included."""
+    root = Path(__file__).resolve().parent.parent
+    long = {
+        str(path.relative_to(root)): n
+        for package in ("tts", "strategies", "verifiers", "retrieval")
+        for path in (root / package).rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 600
+    }
+    assert not long, f"split these modules (over 600 lines): {long}"
+
+
+def test_a_run_collects_young_garbage_less_often_and_restores_the_threshold() -> None:
+    import gc
+
+    from tts.runner import YOUNG_GENERATION
+
+    seen: list[int] = []
+
+    class Probe:
+        name = "probe"
+
+        async def solve(self, problem: Problem, ctx: object) -> object:
+            seen.append(gc.get_threshold()[0])
+            raise RuntimeError("recorded")
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    try:
+        run(Probe(), [Problem("a", "q"), Problem("b", "q")], FakeBackend())  # type: ignore[arg-type]
+        assert seen == [YOUNG_GENERATION, YOUNG_GENERATION]
+        assert gc.get_threshold()[0] == 700, "restored when the run ends"
+        gc.set_threshold(50_000, *before[1:])  # a higher threshold is never lowered
+        run(Probe(), [Problem("c", "q")], FakeBackend())  # type: ignore[arg-type]
+        assert seen[-1] == 50_000 and gc.get_threshold()[0] == 50_000
+    finally:
+        gc.set_threshold(*before)

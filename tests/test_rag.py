@@ -183,3 +183,44 @@ def test_slow_retrieval_does_not_hold_up_other_problems() -> None:
     start = time.perf_counter()
     report = run(RAG(), problems, FakeBackend.scripted(default=reader), task=TASK, retriever=Slow(INDEX, workers=4))
     assert time.perf_counter() - start < 0.9 and report.accuracy == 1.0
+
+
+def test_cli_run_loads_the_pipelines_index_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tts-scale run`` with a ``retriever`` section builds the retriever once (one index load)
+    and the run reads through it."""
+    from typer.testing import CliRunner
+
+    from tts.cli import app
+    from tts.retrieval import index as index_module
+
+    INDEX.save(tmp_path / "ix")
+    towns = [q for q in CORPUS.questions if q["kind"] == "town"][:6]
+    data = tmp_path / "qa.jsonl"
+    data.write_text(
+        "".join(json.dumps({"id": q["id"], "question": q["question"], "answer": q["answer"]}) + "\n" for q in towns)
+    )
+    (tmp_path / "p.yaml").write_text(
+        f"backend: {{name: fake, default: 'I do not know.'}}\n"
+        f"dataset: {{name: {data}}}\n"
+        "task: {answer_format: text, direct_template: '{question}', instruction: ''}\n"
+        "strategy: {name: rag, k: 3}\n"
+        f"retriever: {{name: hybrid, index: {tmp_path / 'ix'}, k: 3}}\n"
+    )
+    loads: list[Path] = []
+    searches: list[str] = []
+    load, search = index_module.Index.load, index_module.Index.search
+
+    def counting_load(folder: Any, *args: Any, **kw: Any) -> Any:
+        loads.append(Path(folder))
+        return load(folder, *args, **kw)
+
+    def counting_search(self: Any, query: str, *args: Any, **kw: Any) -> Any:
+        searches.append(query)
+        return search(self, query, *args, **kw)
+
+    monkeypatch.setattr(index_module.Index, "load", staticmethod(counting_load))
+    monkeypatch.setattr(index_module.Index, "search", counting_search)
+    res = CliRunner().invoke(app, ["run", str(tmp_path / "p.yaml")])
+    assert res.exit_code == 0, res.output
+    assert loads == [tmp_path / "ix"]  # once: the pipeline's retriever is the one the run uses
+    assert sorted(searches) == sorted(q["question"] for q in towns)

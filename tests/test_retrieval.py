@@ -11,7 +11,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -306,6 +308,74 @@ async def test_retrieval_runs_off_the_event_loop() -> None:
     assert [f[0].id for f in found] == ["0", "1"]
     assert ticks >= 15  # the loop kept turning while both searches slept in the pool
     assert elapsed < 0.55  # two workers: the searches overlapped
+
+
+def test_rows_are_normalised_unless_the_embedder_says_they_are() -> None:
+    class Scaled:
+        name, normalized = "scaled-4", False
+
+        def embed(self, texts: Sequence[str]) -> Any:
+            return np.array([[3.0, 4.0, 0.0, 0.0]] * len(texts))
+
+    index = Index.build(["a b", "c d"], kind="dense", embedder=Scaled())
+    assert np.allclose(index.embed_query("x"), [[0.6, 0.8, 0.0, 0.0]])
+    assert np.allclose(index._embed(["x", "y"]), [[0.6, 0.8, 0.0, 0.0]] * 2)
+    Scaled.normalized = True  # taken at its word: the rows are used as they come
+    assert np.allclose(index.embed_query("x"), [[3.0, 4.0, 0.0, 0.0]])
+
+
+def test_store_rows_read_back_exactly(tmp_path: Path) -> None:
+    from tts.retrieval.chunking import Chunk
+    from tts.retrieval.store import DocStore
+
+    rows = [Chunk("a", 'text with "meta": inside \u00fc \n', 0), Chunk("b", "x", 7, {"big": 2**70, "f": 0.1})]
+    store = DocStore(tmp_path / "s")
+    store.add(rows)
+    store.save(tmp_path / "s")
+    for loaded in (store, DocStore.load(tmp_path / "s")):
+        assert loaded.get(0) == {"id": "a", "chunk": 0, "text": rows[0].text}
+        assert loaded.get(1) == {"id": "b", "chunk": 7, "text": "x", "meta": {"big": 2**70, "f": 0.1}}
+        assert isinstance(loaded.get(1)["meta"]["big"], int)
+
+
+async def test_workers_run_off_the_loop_thread_and_hand_back_errors() -> None:
+    import threading
+
+    from tts.retrieval.retrievers import Workers
+
+    workers = Workers(2)
+    loop_thread = threading.get_ident()
+    names = await asyncio.gather(*(workers.run(lambda: threading.current_thread().name) for _ in range(6)))
+    assert set(names) <= {"tts-retrieval-0", "tts-retrieval-1"} and threading.get_ident() == loop_thread
+
+    def fail(x: int) -> None:
+        raise ValueError(f"bad {x}")
+
+    with pytest.raises(ValueError, match="bad 3"):
+        await workers.run(fail, 3)
+    slow = asyncio.ensure_future(workers.run(time.sleep, 0.2))
+    await asyncio.sleep(0.05)
+    slow.cancel()  # the caller gives up; the worker finishes its call and serves the next
+    assert await workers.run(sum, [1, 2, 3]) == 6
+    workers.close()
+    for thread in workers.threads:
+        thread.join(timeout=2)
+    assert not any(t.is_alive() for t in workers.threads)
+
+
+async def test_a_dropped_retriever_stops_its_threads() -> None:
+    import gc
+
+    index = Index.build(["alpha beta", "gamma delta"], kind="hybrid", embedder=HashEmbedder(32))
+    retriever = Retriever(index, k=1, workers=2)
+    assert [p.id for p in await retriever.retrieve("gamma")] == ["1"]
+    threads = retriever.pool.threads
+    assert all(t.is_alive() for t in threads)
+    del retriever
+    gc.collect()
+    for thread in threads:
+        thread.join(timeout=2)
+    assert not any(t.is_alive() for t in threads)
 
 
 # ---------------------------------------------------------------- CLI

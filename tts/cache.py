@@ -243,8 +243,10 @@ class RequestCache:
 
     def put(self, model: str, request: Request, completions: list[Completion]) -> None:
         """Store what the engine returned for ``request`` (complete answers only: an aborted or
-        short one is not stored)."""
-        if len(completions) != request.params.n or any(c.finish_reason in ("abort", "error") for c in completions):
+        short one is not stored, nor one whose watcher cut a sample)."""
+        if len(completions) != request.params.n or any(
+            c.finish_reason in ("abort", "error", "cut") for c in completions
+        ):
             return
         key = request_key(model, request)
         seeded = request.params.seed is not None

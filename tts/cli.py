@@ -132,13 +132,21 @@ def strategy_spec(name: str, base: dict[str, Any] | None = None, **flags: Any) -
     return spec(name, base, **flags)
 
 
+class Built(tuple[Any, Any, Any]):
+    """(backend, dataset, strategy), with the pipeline's retriever as ``.retriever`` (built once)."""
+
+    retriever: Any = None
+
+
 def build_from_spec(spec: Any) -> tuple[Any, Any, Any]:
     """(backend, dataset, strategy) from a :class:`~tts.config.PipelineSpec` (the dataset carries
-    the pipeline's task overrides)."""
+    the pipeline's task overrides); a :class:`Built` that also carries the pipeline's retriever."""
     from tts.config import build_pipeline
 
     pipeline = build_pipeline(spec)
-    return pipeline.backend, pipeline.dataset, pipeline.strategy
+    built = Built((pipeline.backend, pipeline.dataset, pipeline.strategy))
+    built.retriever = pipeline.retriever
+    return built
 
 
 def build_retriever(spec: Any) -> Any:
@@ -234,7 +242,10 @@ def run(
         spec = load_pipeline(pipeline, overrides, edit=edit)
         if spec.run.out:
             _check_out(spec.run.out, force)  # before the model loads
-        be, ds, strat = build_from_spec(spec)
+        built = build_from_spec(spec)
+        be, ds, strat = built
+        # the pipeline's retriever (an index loaded once); built here only when build_from_spec was replaced
+        retriever = built.retriever if isinstance(built, Built) else build_retriever(spec.retriever)
         fh = _open_out(spec.run.out, force) if spec.run.out else None
         try:
             report = _execute(
@@ -247,7 +258,7 @@ def run(
                 seed=spec.run.seed,
                 limits=spec.budget.per_problem(),
                 total_limits=spec.budget.total(),
-                retriever=build_retriever(spec.retriever),
+                retriever=retriever,
                 priority=policy(spec.run.objective).priority if spec.run.objective else 0,
             )
         finally:

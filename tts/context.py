@@ -35,6 +35,7 @@ from tts.types import Candidate, Completion, Problem, Request, Score, Trace, Tra
 
 if TYPE_CHECKING:
     from tts.backends.base import Capabilities, Handle
+    from tts.watch import Watcher
 
 __all__ = ["Context"]
 
@@ -55,6 +56,10 @@ class _Shared:
         """When the problem first submitted a request (its latency starts there)."""
 
 
+DEFAULT_TASK = Task()
+"""The task of a context given none (one frozen instance: what is cached per task stays cached)."""
+
+
 class Context:
     """Per-problem handle on the scheduler, the task, verifiers, the retriever, limits, trace and usage."""
 
@@ -64,6 +69,7 @@ class Context:
         "_shared",
         "_sinks",
         "_verifying",
+        "_watch",
         "priority",
         "problem",
         "retriever",
@@ -99,7 +105,7 @@ class Context:
         strategy's own ordering (interactive 0, batch 1, say)."""
         self.tenant = tenant
         """Whose requests these are, for the scheduler's weighted fair share (:mod:`tts.fair`)."""
-        self.task = task or Task()
+        self.task = task if task is not None else DEFAULT_TASK
         self.problem = problem
         self.seed = seed
         self._rng: random.Random | None = None
@@ -110,6 +116,7 @@ class Context:
         self.seed_requests = seed_requests
         self._shared = _Shared()
         self._verifying = False
+        self._watch: Callable[[Request], Watcher] | None = None
         own = [self._budget(limits, "problem")] if limits is not None and limits.active() else []
         self._budgets: tuple[Budget, ...] = (*own, *budgets)
         # every usage this context's spend is charged to: its own, its budgets', its parents'
@@ -141,6 +148,7 @@ class Context:
         )
         child._shared = self._shared
         child._verifying = self._verifying
+        child._watch = self._watch
         child.trace = self.trace
         return child
 
@@ -161,6 +169,19 @@ class Context:
         if budget is None:
             budget = stages[key] = self._budget(limits, label)
         return self._child((budget, *self._budgets), (budget.spent, *self._sinks), None)
+
+    def watching(self, make: Callable[[Request], Watcher], who: str) -> Context:
+        """A child context whose every request carries a fresh watcher, ``make(request)``, that may
+        cut its samples mid-generation (:mod:`tts.watch`; the request asks for chosen-token
+        logprobs, which the watcher reads). ``who`` names the caller in the one-line refusal of a
+        backend that cannot stream."""
+        if not self.capabilities.streaming:
+            from tts.backends.base import STREAMING_FIX
+
+            raise ConfigError(f"{who}: " + STREAMING_FIX.format(backend=self.scheduler.name))
+        child = self.child()
+        child._watch = make
+        return child
 
     async def within(self, awaitable: Awaitable[T]) -> T:
         """Await ``awaitable`` under the nearest wall-time limit; raise :class:`RequestTimeout` past
@@ -214,6 +235,10 @@ class Context:
             request = replace(request, params=request.params.model_copy(update={"seed": seed}))
         if self.priority:
             request = replace(request, priority=request.priority + self.priority)
+        if self._watch is not None:
+            p = request.params
+            params = p if p.logprobs is not None else p.replace(logprobs=0)
+            request = replace(request, params=params, watch=self._watch(request))
         if self.tenant is None:
             handle = self.scheduler.submit(request, self._sinks, verifier=self._verifying)
         else:
@@ -280,6 +305,7 @@ class Context:
         name = getattr(v, "name", type(v).__name__)
         judge = self.child()
         judge._verifying = True  # what the verifier asks of the engine is charged as verifier tokens
+        judge._watch = None  # a strategy's watcher reads its own samples, not a judge's
         try:
             scores: list[Score] = await v.score(self.problem, candidates, judge)
         except Exception as exc:

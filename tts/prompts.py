@@ -34,6 +34,7 @@ any :class:`Embedder`; :class:`SentenceTransformerEmbedder` is the default one, 
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import re
@@ -79,12 +80,24 @@ _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 def fill(template: str, **values: object) -> str:
     """Replace ``{name}`` for the names given; every other brace stays as written (one pass, so
     inserted values are never re-scanned)."""
+    parts = _parts(template)
+    if len(parts) == 1:  # no placeholder
+        return template
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:  # a placeholder's name
+            value = values.get(part)
+            out.append("{" + part + "}" if value is None else str(value))
+        else:
+            out.append(part)
+    return "".join(out)
 
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        return str(values[name]) if name in values and values[name] is not None else m.group(0)
 
-    return _PLACEHOLDER.sub(sub, template)
+@functools.lru_cache(maxsize=512)
+def _parts(template: str) -> tuple[str, ...]:
+    """``template`` split at its placeholders: text, name, text, name, ..., text (read once per
+    template: prompts are filled for every request)."""
+    return tuple(_PLACEHOLDER.split(template))
 
 
 class Example(BaseModel):
@@ -132,7 +145,7 @@ class PromptTemplate(BaseModel):
 
     def placeholders(self) -> set[str]:
         """The ``{name}`` placeholders of the user message."""
-        return set(_PLACEHOLDER.findall(self.user))
+        return set(_parts(self.user)[1::2])
 
     def require(self, *names: str) -> PromptTemplate:
         """This template, or a ConfigError naming the placeholder its user message lacks."""

@@ -2,7 +2,7 @@
 
 Every request of every problem in flight goes through :meth:`Scheduler.submit`. Requests submitted
 in the same event-loop turn are flushed together: identical prompts with identical sampling
-parameters (unseeded sampling) are merged into one n-sampling request, so the prompt is prefilled
+parameters (unseeded sampling, no watcher) are merged into one n-sampling request, so the prompt is prefilled
 once; the rest go to the backend in priority order, where the backend batches them. Usage is counted
 here, once, for everything: each logical request charges its sinks (the usage of its context and of
 every budget and parent context above it) and the scheduler's total; ``cost`` comes from the
@@ -44,6 +44,7 @@ from tts.types import Completion, Request, Usage
 if TYPE_CHECKING:
     from tts.cache import RequestCache
     from tts.fair import FairShare
+    from tts.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -202,17 +203,28 @@ class Scheduler:
         if not queue:
             return
         self.stats.flushes += 1
-        groups: dict[Any, list[_Pending]] = {}
+        # mergeable requests grouped by prompt first, then (only where a prompt repeats) by their
+        # sampling parameters but n: most prompts are unique and cost no parameter copy
+        by_prompt: dict[Any, list[_Pending]] = {}
         singles: list[list[_Pending]] = []
         for pending in queue:
             req = pending.handle.request
             p = req.params
-            if self.merge and p.seed is None and not p.greedy and p.beam_width is None:
-                key = (req.prompt, req.assistant_prefix, p.with_n(1), req.priority, pending.tenant)
-                groups.setdefault(key, []).append(pending)
+            if self.merge and p.seed is None and not p.greedy and p.beam_width is None and req.watch is None:
+                key = (req.prompt, req.assistant_prefix, req.priority, pending.tenant)
+                by_prompt.setdefault(key, []).append(pending)
             else:
                 singles.append([pending])
-        batches = [*groups.values(), *singles]
+        batches: list[list[_Pending]] = []
+        for same_prompt in by_prompt.values():
+            if len(same_prompt) == 1:
+                batches.append(same_prompt)
+                continue
+            groups: dict[SamplingParams, list[_Pending]] = {}
+            for pending in same_prompt:
+                groups.setdefault(pending.handle.request.params.with_n(1), []).append(pending)
+            batches += groups.values()
+        batches += singles
         batches.sort(key=lambda g: g[0].handle.request.priority)
         for group in batches:
             first = group[0].handle.request

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tts.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from tts.watch import Watcher
 
 __all__ = [
     "Candidate",
@@ -29,7 +32,9 @@ __all__ = [
     "Usage",
 ]
 
-FinishReason = Literal["stop", "length", "abort", "error"]
+FinishReason = Literal["stop", "length", "abort", "error", "cut"]
+"""Why a sample ended: a stop (EOS or stop string), ``max_tokens``, aborted (its request cancelled
+in flight), an engine error, or ``cut`` mid-generation by the request's watcher (:mod:`tts.watch`)."""
 Status = Literal["ok", "failed", "timeout", "cut"]
 """How a problem ended: answered; failed (an error); timed out; or cut by a budget (the strategy
 returned its best answer so far)."""
@@ -93,12 +98,15 @@ class Request:
     ``prompt`` is raw text (sent as is) or chat messages (rendered with the model's chat template).
     ``assistant_prefix`` is text the answer must start with: generation continues from it (partial
     solutions in step-level search, budget forcing). ``priority``: lower runs earlier (vLLM's rule).
+    ``watch``: a :class:`~tts.watch.Watcher` that reads each sample's tokens as they stream and may
+    cut it (streaming backends only; not part of the request's identity).
     """
 
     prompt: Prompt
     params: SamplingParams = field(default_factory=SamplingParams)
     priority: int = 0
     assistant_prefix: str = ""
+    watch: Watcher | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def chat(

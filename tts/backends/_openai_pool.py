@@ -29,14 +29,16 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tts.backends._openai_options import OpenAIOptions
-from tts.backends._openai_wire import check_shape, error_message, loads, retry_after
+from tts.backends._openai_wire import error_message, loads, retry_after
 from tts.errors import BackendError, RequestTimeout
 from tts.secrets import redact, register_secret
 
 __all__ = ["EndpointState", "Flight", "OpenAIStats", "Pool", "Rejected"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +159,8 @@ class Pool:
         self.stats = OpenAIStats()
         self.model: str | None = options.model
         self._path = "/chat/completions" if options.endpoint == "chat" else "/completions"
-        self._chat = options.endpoint == "chat"
         self._session: Any = None
+        self._timeout: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sem: asyncio.Semaphore | None = None
         self._model_lock: asyncio.Lock | None = None
@@ -210,10 +212,11 @@ class Pool:
             trace = aiohttp.TraceConfig()
             trace.on_request_headers_sent.append(self._headers_sent)
             traces.append(trace)
+        self._timeout = aiohttp.ClientTimeout(total=o.timeout)  # each call's, unless the deadline is nearer
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers=headers,
-            timeout=aiohttp.ClientTimeout(total=o.timeout),
+            timeout=self._timeout,
             skip_auto_headers=("User-Agent",),
             trace_configs=traces,
         )
@@ -331,11 +334,14 @@ class Pool:
     async def call(
         self,
         payload: bytes,
+        parse: Callable[[Any], _T],
         flight: Flight | None = None,
         reader: Callable[[Any], Awaitable[bytes]] | None = None,
-    ) -> dict[str, Any]:
-        """POST ``payload`` (a JSON body) with retries; the parsed JSON answer. ``reader`` reads
-        the body of a 200 answer instead of ``resp.read()`` (a streamed answer, as it arrives).
+    ) -> _T:
+        """POST ``payload`` (a JSON body) with retries; ``parse`` of the decoded JSON answer, which
+        raises ``ValueError`` (or ``TypeError``, ``KeyError``, ``AttributeError``) on an answer of
+        the wrong shape: that answer is malformed and retried. ``reader`` reads the body of a 200
+        answer instead of ``resp.read()`` (a streamed answer, as it arrives).
 
         Each attempt may take ``timeout`` seconds, all of them together ``deadline`` seconds from
         the first attempt's start (time queued for a connection slot before it is not counted).
@@ -377,7 +383,7 @@ class Pool:
                     async with self._session.post(
                         ep.url + self._path,
                         data=payload,
-                        timeout=self._aiohttp.ClientTimeout(total=per_call),
+                        timeout=self._timeout if per_call >= o.timeout else self._aiohttp.ClientTimeout(total=per_call),
                         trace_request_ctx=ep,
                     ) as resp:
                         status = resp.status
@@ -399,16 +405,15 @@ class Pool:
             stats.by_status[status] = stats.by_status.get(status, 0) + 1
             if status == 200:
                 try:
-                    data = loads(raw)
-                    check_shape(data, self._chat)
-                except ValueError as exc:
+                    result = parse(loads(raw))
+                except (ValueError, TypeError, KeyError, AttributeError) as exc:
                     stats.malformed += 1
                     self._penalise(ep, eject=False)
                     last = _Retryable(f"malformed answer from {ep.url} ({_short(exc)})")
                     continue
                 ep.successes += 1
                 ep.consecutive_failures = 0
-                return data
+                return result
             message = error_message(raw)
             if status in _RETRY_STATUS or status >= 500:
                 if status == 429:

@@ -12,12 +12,12 @@ from tts.backends._openai_options import OpenAIOptions
 from tts.errors import ConfigError, UnsupportedControl
 from tts.secrets import redact
 from tts.types import Completion, FinishReason, Request
+from tts.watch import Watcher
 
 __all__ = [
     "StreamState",
     "build_body",
     "check_request",
-    "check_shape",
     "dumps",
     "error_message",
     "loads",
@@ -44,6 +44,7 @@ _FINISH: dict[str, FinishReason] = {
     "length": "length",
     "abort": "abort",
     "error": "error",
+    "cut": "cut",
     "eos": "stop",
     "tool_calls": "stop",
     "function_call": "stop",
@@ -198,6 +199,23 @@ class StreamState:
             if ch.get("finish_reason"):
                 c["finish"] = ch["finish_reason"]
 
+    def cut(self, chunk: dict[str, Any], watch: Watcher, sample: int) -> bool:
+        """Show ``watch`` the chosen-token logprobs ``chunk`` brought (choice ``i`` is the request's
+        sample ``sample + i``); a choice it cuts ends here (``finish_reason="cut"``). Whether it cut."""
+        for ch in chunk.get("choices") or ():
+            lp = ch.get("logprobs")
+            if not lp:
+                continue
+            if self.chat:
+                values = [float(t["logprob"]) for t in lp.get("content") or ()]
+            else:
+                values = [float(v) if v is not None else 0.0 for v in lp.get("token_logprobs") or ()]
+            i = int(ch.get("index", 0))
+            if values and watch.watch(sample + i, values):
+                self.choices[i]["finish"] = "cut"
+                return True
+        return False
+
     def tokens(self, i: int) -> int:
         """Tokens of choice ``i`` received so far (see the class docstring)."""
         c = self.choices.get(i)
@@ -234,11 +252,13 @@ class StreamState:
         return out
 
 
-async def read_stream(resp: Any, state: StreamState) -> bytes:
+async def read_stream(resp: Any, state: StreamState, watch: Watcher | None = None, sample: int = 0) -> bytes:
     """Read the server-sent events of a streamed answer into ``state`` as they arrive; the whole
     answer as a non-streamed JSON body (what the pool parses and checks). A malformed event
     gives its own bytes back, which the pool refuses as a malformed answer (and retries: every
-    attempt starts the state afresh)."""
+    attempt starts the state afresh). ``watch`` (the request's watcher; the call's first choice
+    is sample ``sample``) reads each event's logprobs; when it cuts, reading stops there: the
+    answer is what came until the cut, and the caller hangs up (the server stops generating)."""
     state.choices.clear()
     state.usage = None
     async for raw in resp.content:
@@ -253,56 +273,37 @@ async def read_stream(resp: Any, state: StreamState) -> bytes:
             if not isinstance(chunk, dict):
                 return bytes(data)
             state.add(chunk)
+            if watch is not None and state.cut(chunk, watch, sample):
+                break
         except (ValueError, TypeError, AttributeError, KeyError):
             return bytes(data) if data[:1] != b"{" else b"[]"
     return dumps(state.response())
 
 
-def check_shape(data: Any, chat: bool) -> None:
-    """Raise ``ValueError`` naming what is wrong unless ``data`` is shaped like an answer of the
-    chat (``chat``) or completions endpoint: what :func:`parse_response` reads, with its types."""
+def parse_response(data: Any, request: Request, chat: bool) -> list[Completion]:
+    """Completions of one decoded answer of the chat (``chat``) or completions endpoint, token
+    counts apportioned when the server gave no logprobs. Raises ``ValueError`` naming what is
+    wrong when ``data`` is not shaped like such an answer (the pool retries it as malformed): the
+    shape is checked while it is read, in one pass (this runs for every sample)."""
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     choices = data.get("choices")
     if not isinstance(choices, list):
         raise ValueError(f"'choices' must be a list, got {type(choices).__name__}")
     usage = data.get("usage")
-    if usage is not None and not isinstance(usage, dict):
-        raise ValueError(f"'usage' must be an object, got {type(usage).__name__}")
+    prompt_tokens = cached = completion_tokens = 0
     if usage:
-        for key in ("prompt_tokens", "completion_tokens"):
-            if not isinstance(usage.get(key) or 0, (int, float)):
-                raise ValueError(f"'usage.{key}' must be a number, got {usage.get(key)!r}")
+        if not isinstance(usage, dict):
+            raise ValueError(f"'usage' must be an object, got {type(usage).__name__}")
+        prompt_tokens = _number(usage, "prompt_tokens")
+        completion_tokens = _number(usage, "completion_tokens")
         details = usage.get("prompt_tokens_details")
         if details is not None and not isinstance(details, dict):
             raise ValueError("'usage.prompt_tokens_details' must be an object")
-    text_key = "content" if chat else "text"
-    for i, ch in enumerate(choices):
-        if not isinstance(ch, dict):
-            raise ValueError(f"choices[{i}] must be an object, got {type(ch).__name__}")
-        src = ch.get("message") if chat else ch
-        if chat and not isinstance(src, dict):
-            raise ValueError(f"choices[{i}].message must be an object, got {type(src).__name__}")
-        assert isinstance(src, dict)
-        for key in (text_key, "reasoning_content", "reasoning"):
-            if src.get(key) is not None and not isinstance(src.get(key), str):
-                raise ValueError(f"choices[{i}] {key} must be a string, got {type(src.get(key)).__name__}")
-        if not isinstance(ch.get("index", i), int):
-            raise ValueError(f"choices[{i}].index must be an integer")
-        if ch.get("finish_reason") is not None and not isinstance(ch.get("finish_reason"), str):
-            raise ValueError(f"choices[{i}].finish_reason must be a string")
-        lp = ch.get("logprobs")
-        if lp is not None and not isinstance(lp, dict):
-            raise ValueError(f"choices[{i}].logprobs must be an object")
-
-
-def parse_response(data: dict[str, Any], request: Request, chat: bool) -> list[Completion]:
-    """Completions of one response (token counts apportioned when the server gave no logprobs)."""
-    usage = data.get("usage") or _EMPTY
-    prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    details = usage.get("prompt_tokens_details")
-    cached = int(details.get("cached_tokens") or 0) if details else 0
-    choices = data.get("choices") or ()
+        if details:
+            cached = int(details.get("cached_tokens") or 0)
+    elif usage is not None and not isinstance(usage, dict):
+        raise ValueError(f"'usage' must be an object, got {type(usage).__name__}")
     prompt_text = None if chat else request.prompt + request.assistant_prefix  # type: ignore[operator]
     k = request.params.logprobs
     text_key = "content" if chat else "text"
@@ -312,29 +313,54 @@ def parse_response(data: dict[str, Any], request: Request, chat: bool) -> list[C
     tops: list[dict[str, float]] | None
     cumulative: float | None
     for i, ch in enumerate(choices):
-        src = (ch.get("message") or _EMPTY) if chat else ch
+        if not isinstance(ch, dict):
+            raise ValueError(f"choices[{i}] must be an object, got {type(ch).__name__}")
+        if chat:
+            src = ch.get("message")
+            if not isinstance(src, dict):
+                raise ValueError(f"choices[{i}].message must be an object, got {type(src).__name__}")
+        else:
+            src = ch
+        text = src.get(text_key)
+        if text.__class__ is not str:
+            text = _string(text, i, text_key)
+        reasoning = src.get("reasoning_content")
+        if reasoning is not None:
+            reasoning = _string(reasoning, i, "reasoning_content")
+        other = src.get("reasoning")
+        if other is not None:
+            other = _string(other, i, "reasoning")
+        index = ch.get("index", i)
+        if not isinstance(index, int):
+            raise ValueError(f"choices[{i}].index must be an integer")
+        finish = ch.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            raise ValueError(f"choices[{i}].finish_reason must be a string")
         lp = ch.get("logprobs")
         if lp:
+            if not isinstance(lp, dict):
+                raise ValueError(f"choices[{i}].logprobs must be an object")
             lps, tops = _parse_logprobs(lp, chat, k)
             count, cumulative = len(lps), sum(lps)
         else:
+            if lp is not None and not isinstance(lp, dict):
+                raise ValueError(f"choices[{i}].logprobs must be an object")
             lps = tops = cumulative = None
             count, counted = 0, False
-        index = ch.get("index", i)
         ordered = ordered and index == i
         out.append(
             Completion(
-                text=src.get(text_key) or "",
-                token_count=count,
-                finish_reason=_FINISH.get(ch.get("finish_reason") or "stop", "stop"),
-                cumulative_logprob=cumulative,
-                logprobs=lps,
-                top_logprobs=tops,
-                prompt_tokens=prompt_tokens,
-                cached_prompt_tokens=cached,
-                reasoning=src.get("reasoning_content") or src.get("reasoning"),
-                prompt_text=prompt_text,
-                index=index,
+                text or "",
+                count,
+                _FINISH.get(finish or "stop", "stop"),
+                cumulative,
+                lps,
+                tops,
+                prompt_tokens,
+                cached,
+                reasoning or other,
+                prompt_text,
+                index,
             )
         )
     if not ordered:  # the server's choice order: by index, renumbered from 0
@@ -342,8 +368,22 @@ def parse_response(data: dict[str, Any], request: Request, chat: bool) -> list[C
         for i, c in enumerate(out):
             c.index = i
     if out and not counted:
-        _apportion(out, int(usage.get("completion_tokens") or 0))
+        _apportion(out, completion_tokens)
     return out
+
+
+def _string(value: Any, i: int, key: str) -> str | None:
+    """``value`` when it is a string or None; else the ``ValueError`` that names it."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"choices[{i}] {key} must be a string, got {type(value).__name__}")
+
+
+def _number(usage: dict[str, Any], key: str) -> int:
+    value = usage.get(key) or 0
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"'usage.{key}' must be a number, got {value!r}")
+    return int(value)
 
 
 _EMPTY: dict[str, Any] = {}

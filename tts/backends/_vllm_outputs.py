@@ -15,7 +15,7 @@ from tts.backends.base import first_stop
 from tts.sampling import SamplingParams
 from tts.types import Completion, FinishReason
 
-__all__ = ["OnlineBeamSearch", "beam_completions", "completions", "tokens_prompt"]
+__all__ = ["OnlineBeamSearch", "Streamed", "beam_completions", "completions", "tokens_prompt"]
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}
 
@@ -54,6 +54,56 @@ def completions(
             )
         )
     return result
+
+
+class Streamed:
+    """One sample of a watched request (:mod:`tts.watch`) as its delta outputs arrive (a one-sample
+    engine request, ``RequestOutputKind.DELTA``): every token the engine reports is kept, those
+    after a cut too (generated before the abort reached the engine), so the sample is charged
+    what the engine generated."""
+
+    __slots__ = ("cached", "cumulative", "finish", "ids", "prompt_tokens", "rows", "text")
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.ids: list[int] = []
+        self.text: list[str] = []
+        self.rows: list[Any] = []
+        self.finish: str | None = None
+        self.cumulative: float | None = None
+        self.cached = 0
+        self.prompt_tokens = prompt_tokens
+
+    def add(self, out: Any) -> list[float]:
+        """Fold one delta ``RequestOutput`` in; the chosen-token logprobs of the tokens it brought."""
+        o = out.outputs[0]
+        ids = list(o.token_ids)
+        self.ids += ids
+        self.text.append(o.text)
+        if o.finish_reason:
+            self.finish = o.finish_reason
+        if o.cumulative_logprob is not None:
+            self.cumulative = o.cumulative_logprob
+        if out.num_cached_tokens:
+            self.cached = int(out.num_cached_tokens)
+        if not o.logprobs:
+            return []
+        self.rows += o.logprobs
+        return _logprobs(o.logprobs, ids, 0)[0] or []
+
+    def completion(self, pr: Rendered, p: SamplingParams, index: int, cut: bool) -> Completion:
+        lps, tops = _logprobs(self.rows, self.ids, p.logprobs)
+        return Completion(
+            text="".join(self.text),
+            token_count=len(self.ids),
+            finish_reason="cut" if cut else _FINISH.get(self.finish or "length", "stop"),
+            cumulative_logprob=self.cumulative,
+            logprobs=lps,
+            top_logprobs=tops,
+            prompt_tokens=self.prompt_tokens,
+            cached_prompt_tokens=self.cached,
+            prompt_text=pr.text,
+            index=index,
+        )
 
 
 def beam_completions(sequences: Sequence[Any], pr: Rendered, p: SamplingParams, tokenizer: Any) -> list[Completion]:

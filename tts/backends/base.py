@@ -83,6 +83,13 @@ def backend_options(
     return parse_options(model, kw if options is None else options, where=f"{name} backend")
 
 
+STREAMING_FIX = (
+    "backend {backend!r} cannot stream, so it cannot cut samples mid-generation (a request's watcher); "
+    "use vllm with mode: async, openai with stream: true, or fake, or drop the watcher (cut: false)."
+)
+"""The one-line refusal of a watched request by a backend that cannot stream."""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend can do. Requests asking for anything else are refused, never ignored."""
@@ -99,6 +106,7 @@ class Capabilities:
     priorities: bool = False
     """Lower ``Request.priority`` values are served first."""
     streaming: bool = False
+    """Samples stream as they are generated: a request's watcher (:mod:`tts.watch`) can cut them."""
     aborts: bool = False
     """Cancelling an in-flight request stops its generation in the engine."""
     penalties: bool = False
@@ -126,12 +134,16 @@ class Capabilities:
             out.append("banned_words")
         if p.min_p and not self.min_p:
             out.append("min_p")
+        if request.watch is not None and not self.streaming:
+            out.append("streaming")
         return out
 
     def check(self, request: Request, backend: str) -> None:
         missing = self.missing(request)
         if missing:
             control = missing[0]
+            if control == "streaming":
+                raise UnsupportedControl(STREAMING_FIX.format(backend=backend))
             from tts.backends import known_capabilities
 
             others = [
@@ -154,6 +166,7 @@ class Capabilities:
             "penalties": "penalties",
             "banned_words": "banned_words",
             "min_p": "min_p",
+            "streaming": "streaming",
         }[control]
         return not getattr(self, attr)
 

@@ -14,6 +14,10 @@ completion in the wave x (decode_step + decode_per_seq x sequences in the wave)`
 up to ``max_concurrency`` sequences decoded together. Prompt tokens are whitespace-separated
 words; with ``prefix_cache=True``, full blocks of ``block_size`` words already seen are cached,
 as in vLLM's automatic prefix caching.
+
+Streaming: a request's watcher (:mod:`tts.watch`) reads each sample one token at a time (the
+sample's chosen-token logprob is its mean logprob at every step); a cut keeps the tokens until it
+(the text in proportion), ``finish_reason="cut"``, and the decode waves cost the cut length.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from tts.backends._hf_batching import DynamicBatchSize
 from tts.backends.base import BackendOptions, Batcher, Capabilities, Handle, backend_options, first_stop
 from tts.errors import ConfigError
 from tts.types import Completion, Problem, Request
+from tts.watch import Watcher
 
 __all__ = [
     "CostModel",
@@ -223,7 +228,7 @@ class FakeBackend:
     name: ClassVar[str] = "fake"
     Options: ClassVar[type[FakeOptions]] = FakeOptions
     CAPABILITIES: ClassVar[Capabilities] = Capabilities(
-        n_sampling=True, logprobs=True, priorities=True, prefix_reuse=True
+        n_sampling=True, logprobs=True, priorities=True, prefix_reuse=True, streaming=True
     )
 
     def __init__(
@@ -242,7 +247,9 @@ class FakeBackend:
         self.prefix_cache = o.prefix_cache
         self.block_size = o.block_size
         self.seed = o.seed
-        self.capabilities = Capabilities(n_sampling=True, logprobs=True, priorities=True, prefix_reuse=o.prefix_cache)
+        self.capabilities = Capabilities(
+            n_sampling=True, logprobs=True, priorities=True, prefix_reuse=o.prefix_cache, streaming=True
+        )
         self._blocks: set[bytes] = set()
         self._sample_counter: dict[str, itertools.count[int]] = {}
         self._batcher = Batcher(self._run_batch, max_batch=o.max_batch)
@@ -329,6 +336,8 @@ class FakeBackend:
                     text, tokens, finish = " ".join(words_out[: p.max_tokens]), p.max_tokens, "length"
                 if p.ignore_eos:
                     tokens, finish = p.max_tokens, "length"
+                if request.watch is not None:
+                    text, tokens, finish = _stream(request.watch, i, text, tokens, finish, mean_lp)
                 lp = None
                 if p.logprobs is not None:
                     mean = mean_lp if mean_lp is not None else -0.5
@@ -370,3 +379,15 @@ class FakeBackend:
 
     async def aclose(self) -> None:
         return None
+
+
+def _stream(
+    watch: Watcher, sample: int, text: str, tokens: int, finish: str, mean_lp: float | None
+) -> tuple[str, int, str]:
+    """Stream one sample to its watcher a token at a time (module docstring)."""
+    step = [mean_lp if mean_lp is not None else -0.5]
+    for k in range(1, tokens + 1):
+        if watch.watch(sample, step):
+            words = text.split()
+            return " ".join(words[: len(words) * k // tokens]), k, "cut"
+    return text, tokens, finish

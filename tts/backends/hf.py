@@ -46,14 +46,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from tts.backends._hf_batching import DynamicBatchSize, Unit, by_length, group, pack
+from tts.backends._hf_parts import as_error, eos_ids, pick_device, pick_dtype, shortest_prefix
 from tts.backends._hf_processors import GrammarProcessor, LogprobRecorder, PenaltyProcessor, compile_constraint
 from tts.backends._render import Rendered, render
 from tts.backends._vllm_options import VLLM_CAPABILITIES
 from tts.backends.base import BackendOptions, Batcher, Capabilities, Handle, backend_options, first_stop
-from tts.errors import BackendError, ConfigError, ModelNotFound, TTSError
+from tts.errors import ConfigError, ModelNotFound
 from tts.models import import_transformers, resolve_model
 from tts.sampling import Constraint, SamplingParams
-from tts.secrets import redact
 from tts.types import Completion, FinishReason, Request
 
 __all__ = ["HFBackend", "HFOptions"]
@@ -116,8 +116,8 @@ class HFBackend:
         self._torch = torch
         if o.threads is not None:
             torch.set_num_threads(o.threads)  # process-wide: torch has no per-model thread pool
-        self.device = _pick_device(torch, o.device)
-        self.dtype = _pick_dtype(torch, o.dtype, self.device)
+        self.device = pick_device(torch, o.device)
+        self.dtype = pick_dtype(torch, o.dtype, self.device)
         self.seed = o.seed
         self.max_batch_sequences = o.max_batch_sequences
         self.dynamic = DynamicBatchSize(o.step_time_cap, o.max_batch_sequences) if o.step_time_cap is not None else None
@@ -128,7 +128,7 @@ class HFBackend:
         """``id`` of requests cancelled while their generate call runs (stopped between decode steps)."""
         self.capabilities = self.CAPABILITIES
         self.tokenizer, self.model = self._load(self.model_path)
-        self._eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
+        self._eos_ids = eos_ids(self.model.generation_config, self.tokenizer)
         self._pad_id = self.tokenizer.pad_token_id
         self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._grammars: Any = None
@@ -230,7 +230,7 @@ class HFBackend:
             try:
                 prompts[i] = render(self.tokenizer, request, backend="hf")
             except Exception as exc:
-                results[i] = _as_error(exc)
+                results[i] = as_error(exc)
         lengths = [len(prompts[i].ids) if i in prompts else 0 for i in range(len(requests))]
         for params, members in group([requests[i] for i in prompts], list(prompts)).items():
             if self.options.length_grouping:
@@ -250,7 +250,7 @@ class HFBackend:
                         steps = max((c.token_count for out in outputs for c in out), default=0)
                         self.dynamic.observe((time.perf_counter() - started) / max(steps, 1))
                 except Exception as exc:
-                    error = _as_error(exc)
+                    error = as_error(exc)
                     for unit in units:
                         results[unit.request] = error
                     continue
@@ -558,59 +558,9 @@ class HFBackend:
             cut = first_stop(text, params.stop)
             if cut is not None:
                 text = text[:cut]
-                count = _shortest_prefix(tokens, count, lambda k: first_stop(decode(tokens[:k]), params.stop))
+                count = shortest_prefix(tokens, count, lambda k: first_stop(decode(tokens[:k]), params.stop))
                 finish = "stop"
         return count, text, finish
 
     def _decode(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
-
-
-# -------------------------------------------------------------------- helpers
-
-
-def _pick_device(torch: Any, device: str) -> Any:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from exc
-
-
-def _pick_dtype(torch: Any, dtype: str, device: Any) -> Any:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
-
-
-def _eos_ids(generation_config: Any, tokenizer: Any) -> tuple[int, ...]:
-    """End-of-sequence ids: the generation config's (int or list) plus the tokenizer's."""
-    ids: list[int] = []
-    eos = generation_config.eos_token_id
-    for value in (eos if isinstance(eos, list) else [eos]) + [tokenizer.eos_token_id]:
-        if value is not None and value not in ids:
-            ids.append(int(value))
-    return tuple(ids)
-
-
-def _as_error(exc: Exception) -> TTSError:
-    """Errors of ours pass through; anything else is the engine failing (:class:`BackendError`)."""
-    if isinstance(exc, TTSError):
-        return exc
-    error = BackendError(redact(f"hf backend: generation failed ({type(exc).__name__}: {exc})."))
-    error.__cause__ = exc
-    return error
-
-
-def _shortest_prefix(tokens: list[int], upper: int, has_stop: Any) -> int:
-    """The fewest leading tokens whose text holds a stop string (binary search: once a stop
-    string appears in the decoded prefix it stays)."""
-    lo, hi = 1, upper
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if has_stop(mid) is not None:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo

@@ -30,7 +30,10 @@ session (keep-alive, a connection limit equal to ``max_concurrency``) and orjson
   had already answered keep their real completions. Early stopping never looks cheaper than it is.
   With ``stream=True`` (server-sent events) a call cut mid-generation resolves with what it had
   received: the text so far and the tokens generated until the cut (the server's running usage
-  with vLLM's ``continuous_usage_stats``, else logprob entries, else content deltas).
+  with vLLM's ``continuous_usage_stats``, else logprob entries, else content deltas). A watched
+  request (``Request.watch``, :mod:`tts.watch`; needs ``stream=True``) sends one n=1 call per
+  sample; when the watcher cuts a sample its call hangs up (the server stops generating it), the
+  others go on, and the sample comes back with what was received, ``finish_reason="cut"``.
 - **Closing**: :meth:`OpenAIBackend.aclose` closes the session; it also closes when the event
   loop that opened it shuts down (``asyncio.run``), or quietly at interpreter exit.
 - **Results**: ``reasoning_content`` (or ``reasoning``) of reasoning models goes to
@@ -178,31 +181,30 @@ class OpenAIBackend:
             return out
         return []
 
-    async def _call(self, request: Request, n: int, seed: int | None, flights: list[Flight]) -> list[Completion]:
-        """One HTTP call for ``n`` samples, parsed; ``flights`` records it for :meth:`_partial`."""
+    async def _call(
+        self, request: Request, n: int, seed: int | None, flights: list[Flight], sample: int = 0
+    ) -> list[Completion]:
+        """One HTTP call for ``n`` samples, parsed; ``flights`` records it for :meth:`_partial`;
+        ``sample``: the request's index of the call's first sample (for the request's watcher)."""
         body = dumps(build_body(self.options, self._pool.model, request, n, seed))
+        chat = self._chat
+
+        def parse(data: Any) -> list[Completion]:
+            return parse_response(data, request, chat)
+
         if self.options.stream:
-            state = StreamState(self._chat)
+            state = StreamState(chat)
             flight: Flight = _StreamFlight(n, state)
             flights.append(flight)
 
             async def reader(resp: Any) -> bytes:
-                return await read_stream(resp, state)
+                return await read_stream(resp, state, request.watch, sample)
 
-            data = await self._pool.call(body, flight, reader)
+            flight.result = await self._pool.call(body, parse, flight, reader)
         else:
             flight = Flight(n)
             flights.append(flight)
-            data = await self._pool.call(body, flight)
-        try:
-            flight.result = parse_response(data, request, self._chat)
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise BackendError(
-                redact(
-                    f"openai backend: the server's answer could not be read ({type(exc).__name__}: {exc}); "
-                    "check that the server speaks the OpenAI API."
-                )
-            ) from None
+            flight.result = await self._pool.call(body, parse, flight)
         return flight.result
 
     async def _generate(self, request: Request, flights: list[Flight]) -> list[Completion]:
@@ -211,7 +213,7 @@ class OpenAIBackend:
         p = request.params
         n = p.n
         o = self.options
-        if p.beam_width is not None or n == 1 or not self._split:
+        if p.beam_width is not None or n == 1 or (not self._split and request.watch is None):
             try:
                 completions = await self._call(request, n, p.seed, flights)
             except Rejected as exc:
@@ -255,7 +257,9 @@ class OpenAIBackend:
         p = request.params
         self.stats.split_calls += n
         seeds = [None if p.seed is None else p.seed + i for i in range(start, start + n)]
-        tasks = [asyncio.ensure_future(self._call(request, 1, seed, flights)) for seed in seeds]
+        tasks = [
+            asyncio.ensure_future(self._call(request, 1, seed, flights, start + i)) for i, seed in enumerate(seeds)
+        ]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException as exc:

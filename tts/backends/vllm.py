@@ -8,7 +8,9 @@ Modes
     cancelling a handle aborts the request in the engine (its KV blocks and batch slot are freed)
     and the handle resolves with the tokens generated until then (vLLM's final ``abort`` output,
     ``finish_reason="abort"``), which the scheduler charges; a request aborted before it reached
-    the engine costs nothing and settles as :class:`~tts.errors.Cancelled`.
+    the engine costs nothing and settles as :class:`~tts.errors.Cancelled`. A watched request
+    (``Request.watch``, :mod:`tts.watch`) streams: its samples run as one-sample engine requests
+    whose deltas the watcher reads, and a sample it cuts is aborted alone (``finish_reason="cut"``).
     The engine runs on its own event loop in a helper thread, so the backend works from any loop
     (and from successive ``asyncio.run`` calls). ``VLLMBackend(llm=...)`` or
     ``VLLMBackend(engine=...)`` wraps an engine the caller built; an ``AsyncLLM`` passed in is used
@@ -126,6 +128,7 @@ class VLLMBackend:
             prefix_reuse=options.enable_prefix_caching,
             priorities=options.scheduling_policy == "priority",
             aborts=options.mode == "async",
+            streaming=options.mode == "async",
         )
         self._batcher = Batcher(self._run_batch, max_batch=options.max_batch)
         if self._owned:
@@ -408,7 +411,8 @@ class VLLMBackend:
         def abort() -> None:
             self._aborted.add(rid)
             if self._engine is not None:
-                target.call_soon_threadsafe(lambda: target.create_task(self._engine.abort(rid)))
+                ids = rid if request.watch is None else [f"{rid}.{i}" for i in range(request.params.n)]
+                target.call_soon_threadsafe(lambda: target.create_task(self._engine.abort(ids)))
 
         if target is caller:
             task = caller.create_task(coro)
@@ -453,6 +457,8 @@ class VLLMBackend:
                 if final is None:
                     raise BackendError("vllm backend: beam search returned nothing.")
                 return outputs.completions(final, pr, p, eos=self.tokenizer.eos_token_id, beam=True)
+            if request.watch is not None:
+                return await self._watched(request, rid, pr)
             final = None
             async for out in engine.generate(
                 tokens_input(list(pr.ids), prompt=pr.text),
@@ -471,3 +477,34 @@ class VLLMBackend:
         if final is None:
             raise BackendError("vllm backend: the engine finished the request without output.")
         return outputs.completions(final, pr, p)
+
+    async def _watched(self, request: Request, rid: str, pr: Rendered) -> list[Completion]:
+        """A watched request (:mod:`tts.watch`): its n samples as n one-sample engine requests
+        (``rid.i``, seed + i when seeded) streamed in deltas; the watcher reads each delta's
+        chosen-token logprobs, and a sample it cuts is aborted in the engine alone and returned
+        with every token the engine generated for it (``finish_reason="cut"``)."""
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        engine, p, watch = self._engine, request.params, request.watch
+        assert watch is not None
+        lp = p.logprobs if p.logprobs is not None else 0
+
+        async def sample(i: int) -> Completion:
+            params = self.sampling_params(p.replace(n=1, logprobs=lp, seed=None if p.seed is None else p.seed + i))
+            params.output_kind = RequestOutputKind.DELTA
+            sid, got, cut = f"{rid}.{i}", outputs.Streamed(len(pr.ids)), False
+            prompt = tokens_input(list(pr.ids), prompt=pr.text)
+            async for out in engine.generate(prompt, params, sid, priority=request.priority):
+                new = got.add(out)
+                if not cut and new and watch.watch(i, new):
+                    cut = True
+                    if not out.finished:
+                        await engine.abort(sid)  # the engine's final output brings what it made since
+            return got.completion(pr, p, i, cut)
+
+        done = await asyncio.gather(*(sample(i) for i in range(p.n)), return_exceptions=True)
+        failed = next((d for d in done if isinstance(d, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return [d for d in done if isinstance(d, Completion)]
