@@ -25,6 +25,7 @@ from tts.scheduler import Scheduler
 from tts.strategies import _select
 from tts.strategies._watch import GroupConfidenceCut
 from tts.types import Completion, Result
+from tts.watch import CutAfter
 
 PROBLEM = Problem("q1", "What is 6 times 7?", "42")
 TOKENS, GROUP, STEP = 64, 16, 0.01
@@ -118,22 +119,10 @@ def test_the_watcher_cuts_exactly_the_chains_the_filter_drops() -> None:
     assert not GroupConfidenceCut(2, lambda: None).watch(0, [-9.0] * 10), "no bar yet: nothing is cut"
 
 
-class CutSample:
-    """Cuts sample ``sample`` after ``after`` tokens; records what it read."""
-
-    def __init__(self, sample: int, after: int) -> None:
-        self.sample, self.after = sample, after
-        self.read: dict[int, int] = {}
-
-    def watch(self, sample: int, logprobs: Sequence[float]) -> bool:
-        self.read[sample] = self.read.get(sample, 0) + len(logprobs)
-        return sample == self.sample and self.read[sample] >= self.after
-
-
 def test_only_the_watched_sample_stops_and_it_is_charged_what_it_generated() -> None:
     backend = FakeBackend.scripted(default=" ".join(f"w{i}" for i in range(30)))
     sched = Scheduler(backend)
-    watcher = CutSample(sample=1, after=7)
+    watcher = CutAfter(sample=1, after=7)
     params = SamplingParams(n=3, temperature=0.7, max_tokens=64, logprobs=0)
 
     async def go() -> list[Completion]:
@@ -153,7 +142,7 @@ def test_watched_requests_are_not_merged_and_cut_samples_not_cached(tmp_path: Pa
     params = SamplingParams(n=2, temperature=0.7, max_tokens=16, logprobs=0)
 
     async def go(params: SamplingParams, cut_after: int) -> list[list[Completion]]:
-        handles = [sched.submit(Request("Say it.", params, watch=CutSample(0, cut_after))) for _ in range(2)]
+        handles = [sched.submit(Request("Say it.", params, watch=CutAfter(0, cut_after))) for _ in range(2)]
         return [await h for h in handles]
 
     first = asyncio.run(go(params, 2))  # unseeded twins: merged unless watched
@@ -169,7 +158,7 @@ def test_watched_requests_are_not_merged_and_cut_samples_not_cached(tmp_path: Pa
 
 
 def test_backends_that_cannot_stream_refuse_a_watcher_in_one_line() -> None:
-    watched = Request("Hi.", SamplingParams(logprobs=0), watch=CutSample(0, 1))
+    watched = Request("Hi.", SamplingParams(logprobs=0), watch=CutAfter(0, 1))
     plain = OpenAIBackend(base_url="http://127.0.0.1:9/v1", model="m")
     with pytest.raises(UnsupportedControl, match=r"backend 'openai' cannot stream.*openai with stream: true"):
         plain.capabilities.check(watched, plain.name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ import pytest
 from tts.sampling import SamplingParams
 from tts.scheduler import Scheduler
 from tts.types import Request
+from tts.watch import CutAfter
 
 pytestmark = pytest.mark.vllm
 
@@ -79,20 +80,8 @@ def test_vllm_async_cut_mid_chain_is_charged_what_the_engine_generated(backend: 
     assert r["cut_charged"] == r["cut_engine"], r
 
 
-class CutSample:
-    """Cuts sample ``sample`` once it has read ``after`` tokens; counts the calls per sample."""
-
-    def __init__(self, sample: int, after: int) -> None:
-        self.sample, self.after = sample, after
-        self.read: dict[int, int] = {}
-
-    def watch(self, sample: int, logprobs: Sequence[float]) -> bool:
-        self.read[sample] = self.read.get(sample, 0) + len(logprobs)
-        return sample == self.sample and self.read[sample] >= self.after
-
-
 def test_vllm_async_watcher_cuts_one_sample_charged_what_the_engine_generated(backend: Any) -> None:
-    watcher = CutSample(sample=1, after=6)
+    watcher = CutAfter(sample=1, after=6)
 
     async def go() -> tuple[list[Any], float, int]:
         sched = Scheduler(backend)

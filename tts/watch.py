@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Watcher"]
+__all__ = ["CutAfter", "Watcher"]
 
 
 @runtime_checkable
@@ -38,3 +38,16 @@ class Watcher(Protocol):
     def watch(self, sample: int, logprobs: Sequence[float]) -> bool:
         """Read the next chosen-token log-probabilities of sample ``sample``; ``True`` cuts it."""
         ...
+
+
+class CutAfter:
+    """A fixed rule for tests and demos: cut sample ``sample`` once it has generated ``after``
+    tokens (the chunk that reaches it included). ``read`` counts the tokens seen per sample."""
+
+    def __init__(self, sample: int, after: int) -> None:
+        self.sample, self.after = sample, after
+        self.read: dict[int, int] = {}
+
+    def watch(self, sample: int, logprobs: Sequence[float]) -> bool:
+        self.read[sample] = self.read.get(sample, 0) + len(logprobs)
+        return sample == self.sample and self.read[sample] >= self.after
