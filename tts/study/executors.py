@@ -58,10 +58,9 @@ class StudyWorker:
     ) -> AsyncIterator[tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]]:
         """Run ``problem_ids`` of one configuration and seed; yield (row, samples, engine facts)
         per problem (the facts: this worker's engine, :mod:`tts.engine_facts`)."""
-        from tts import runner as core
-        from tts.config.build import apply_task, build_strategy
+        from tts.config.build import apply_task
         from tts.engine_facts import RunFacts
-        from tts.study.runner import result_rows
+        from tts.study.runner import result_rows, run_configuration
 
         study = self.runner.study
         cfg = next(c for c in study.configs if c.id == config_id)
@@ -85,18 +84,7 @@ class StudyWorker:
 
         async def go() -> None:
             try:
-                await core.arun(
-                    build_strategy(cfg.spec.strategy),
-                    todo,
-                    scheduler,
-                    task=task,
-                    concurrency=cfg.spec.run.concurrency,
-                    seed=seed,
-                    seed_requests=study.spec.seeded,
-                    limits=cfg.spec.budget.per_problem(),
-                    total_limits=cfg.spec.budget.total(),
-                    on_result=on_result,
-                )
+                await run_configuration(cfg, study, todo, scheduler, task, seed, on_result)
             finally:
                 rows.put_nowait(None)
 

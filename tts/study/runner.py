@@ -67,6 +67,34 @@ def _kv_cache(backend: Any) -> float | None:
     return read(backend).kv_cache_usage
 
 
+def run_configuration(
+    cfg: Configuration,
+    study: Study,
+    problems: list[Any],
+    scheduler: Any,
+    task: Any,
+    seed: int,
+    on_result: Callable[[Any], None],
+    progress: Callable[[RunProgress], None] | None = None,
+) -> Any:
+    """The run of one configuration and seed over ``problems`` (``tts.runner.arun`` with the
+    configuration's strategy, concurrency and budgets): what the local runner and the Ray
+    executor both await."""
+    return runner.arun(
+        build_strategy(cfg.spec.strategy),
+        problems,
+        scheduler,
+        task=task,
+        concurrency=cfg.spec.run.concurrency,
+        seed=seed,
+        seed_requests=study.spec.seeded,
+        limits=cfg.spec.budget.per_problem(),
+        total_limits=cfg.spec.budget.total(),
+        on_result=on_result,
+        progress=progress,
+    )
+
+
 def result_rows(
     config_id: str, seed: int, position: int, result: Any, task: Any, priced: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -434,19 +462,7 @@ class StudyRunner:
                 self.progress(label, len(done) + now.done, len(problems))
 
         try:
-            await runner.arun(
-                build_strategy(cfg.spec.strategy),
-                todo,
-                scheduler,
-                task=task,
-                concurrency=cfg.spec.run.concurrency,
-                seed=seed,
-                seed_requests=self.study.spec.seeded,
-                limits=cfg.spec.budget.per_problem(),
-                total_limits=cfg.spec.budget.total(),
-                on_result=on_result,
-                progress=progress,
-            )
+            await run_configuration(cfg, self.study, todo, scheduler, task, seed, on_result, progress)
         finally:
             store.update_run(session(finished))
         return finished, len(problems) - len(todo)
